@@ -1,0 +1,1 @@
+"""Data sources: synthetic worlds, the KuaiRand converter, Parquet IO and validation."""

@@ -1,0 +1,110 @@
+"""Parquet IO shared by every command: dataset layout, atomic outputs, user bucketing.
+
+A *dataset directory* written by rliv-ray looks like::
+
+    OUT/
+      log/part-00000.parquet ...     interaction log, each file holds whole users
+      truth/part-00000.parquet ...   simulator ground truth, row-aligned with log/ (synthetic only)
+      manifest.json                  how it was made (config, counts)
+
+Every command that writes data writes into ``OUT.tmp-<pid>`` and renames it to ``OUT`` at the
+very end, so a failure (bad input, Ctrl-C, crash) leaves no partial output behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+LOG_DIR = "log"
+TRUTH_DIR = "truth"
+MANIFEST = "manifest.json"
+
+
+def part_name(index: int) -> str:
+    """File name of the ``index``-th part of a directory of Parquet parts."""
+    return f"part-{index:05d}.parquet"
+
+
+class OutputExistsError(FileExistsError):
+    """The output path exists and ``overwrite`` was not asked for."""
+
+
+@contextlib.contextmanager
+def atomic_output_dir(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary directory that becomes ``path`` only if the block succeeds.
+
+    On any exception (KeyboardInterrupt included) the temporary directory is removed and
+    ``path`` is left exactly as it was.
+    """
+    final = Path(path)
+    if final.exists() and not overwrite:
+        raise OutputExistsError(f"{final} already exists (pass --overwrite to replace it)")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if final.exists():
+        shutil.rmtree(final) if final.is_dir() else final.unlink()
+    tmp.rename(final)
+
+
+def write_manifest(directory: Path, manifest: dict) -> None:
+    """Write ``manifest.json`` (how a dataset was made) into ``directory``."""
+    (directory / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+
+
+def read_manifest(path: str | os.PathLike) -> dict:
+    """The manifest of a dataset directory, or ``{}`` if it has none."""
+    file = Path(path) / MANIFEST
+    return json.loads(file.read_text()) if file.exists() else {}
+
+
+def log_files(path: str | os.PathLike) -> list[Path]:
+    """The Parquet files of an interaction log, sorted.
+
+    ``path`` may be a dataset directory (its ``log/`` is used), a directory of Parquet files
+    (searched recursively, hidden and ``_``-prefixed entries skipped), or one Parquet file.
+    """
+    root = Path(path)
+    if not root.exists():
+        raise FileNotFoundError(f"{root}: no such file or directory")
+    if root.is_file():
+        return [root]
+    if (root / LOG_DIR).is_dir():
+        root = root / LOG_DIR
+    files = sorted(
+        p
+        for p in root.rglob("*.parquet")
+        if not any(part.startswith((".", "_")) for part in p.relative_to(root).parts)
+    )
+    if not files:
+        raise FileNotFoundError(f"{root}: no .parquet files found")
+    return files
+
+
+def user_bucket(user_ids: np.ndarray, n_buckets: int) -> np.ndarray:
+    """Bucket of each user id: a stable 64-bit mix (splitmix64 finaliser) modulo ``n_buckets``.
+
+    Log stores bucket users by a hash of the id so that each file holds whole users; the same
+    function is used by the generator, the converter and the sample pipeline.
+    """
+    z = np.asarray(user_ids, dtype=np.uint64).copy()
+    with np.errstate(over="ignore"):
+        z ^= z >> np.uint64(30)
+        z *= np.uint64(0xBF58476D1CE4E5B9)
+        z ^= z >> np.uint64(27)
+        z *= np.uint64(0x94D049BB133111EB)
+        z ^= z >> np.uint64(31)
+    return (z % np.uint64(n_buckets)).astype(np.int64)

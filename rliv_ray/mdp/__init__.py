@@ -1,0 +1,1 @@
+"""The MDP layer: stitching consecutive interactions of a user-author pair, gaps, ASA."""
