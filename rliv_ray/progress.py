@@ -33,7 +33,7 @@ class Progress:
     def update(self, n: int) -> None:
         self.done += n
         now = time.perf_counter()
-        if now - self._last >= self.every_s:
+        if now - self._last >= self.every_s and self.done < self.total:
             self._last = now
             self._show(final=False)
 
@@ -45,8 +45,10 @@ class Progress:
             return
         elapsed = time.perf_counter() - self.start
         rate = self.done / elapsed if elapsed > 0 else 0.0
+        if final:
+            self.total = max(self.total, self.done)
         pct = 100.0 * self.done / self.total if self.total else 100.0
-        eta = (self.total - self.done) / rate if rate > 0 and not final else 0.0
+        eta = max(self.total - self.done, 0) / rate if rate > 0 else 0.0
         line = (f"{self.desc}: {self.done:,}/{self.total:,} {self.unit} ({pct:5.1f}%) "
                 f"{rate:,.0f} {self.unit}/s, {elapsed:.0f}s elapsed"
                 + ("" if final else f", ETA {eta:.0f}s"))

@@ -95,8 +95,9 @@ class UAWorldConfig:
     logging_default_action: int = 0
     n_user_groups: int = 5
     """Activity groups (quantiles of sessions per day), 0 = least active."""
-    sequence_length: int = 100
-    """L: length of each user's truncated behaviour sequence (for stitching statistics)."""
+    sequence_length: int = 30
+    """L: length of each user's truncated behaviour sequence of exposures; 30 makes ~46% of
+    interactions stitchable under the defaults (the paper saw 47%)."""
     start_ms: int = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 
     def __post_init__(self) -> None:
