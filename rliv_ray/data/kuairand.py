@@ -265,12 +265,16 @@ def _request_columns(user: np.ndarray, ts: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def _pair_columns(frame: pd.DataFrame) -> dict[str, np.ndarray]:
-    """Pair features before each row, per (user, author) in time order: earlier exposures,
-    label sums over earlier rows (cumsum minus own value), days since the pair's first row."""
+    """Pair features known before each row, per (user, author) in time order: earlier
+    exposures, label sums over earlier rows, days since the pair's first row. Two exposures of
+    one pair in the same request (same ts) both see only the pair's earlier requests."""
     g = frame.groupby([S.USER_ID, S.AUTHOR_ID], sort=False)
-    out = {S.UA_EXPOSURE_COUNT: g.cumcount().to_numpy(np.int32)}
+    before = pd.DataFrame({S.UA_EXPOSURE_COUNT: g.cumcount()})
     for label in LABEL_SOURCE:
-        out[S.PAIR_COUNT_BY_LABEL[label]] = (g[label].cumsum() - frame[label]).to_numpy(np.int32)
+        before[S.PAIR_COUNT_BY_LABEL[label]] = g[label].cumsum() - frame[label]
+    keys = [frame[S.USER_ID], frame[S.AUTHOR_ID], frame[S.TS_MS]]
+    before = before.groupby(keys, sort=False).transform("first")
+    out = {name: before[name].to_numpy(np.int32) for name in before.columns}
     first = g[S.TS_MS].transform("min").to_numpy()
     out[S.UA_DAYS_SINCE_FIRST] = ((frame[S.TS_MS].to_numpy() - first) / DAY_MS).astype(np.float32)
     return out

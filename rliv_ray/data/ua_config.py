@@ -120,9 +120,9 @@ class UAWorldConfig:
         _check(self.exposures_per_request <= self.candidates_per_request,
                f"exposures_per_request ({self.exposures_per_request}) must be <= "
                f"candidates_per_request ({self.candidates_per_request})")
-        _check(self.sessions_per_day > 0, f"sessions_per_day must be > 0, got {self.sessions_per_day}")
-        _check(self.bond_decay_requests > 0,
-               f"bond_decay_requests must be > 0, got {self.bond_decay_requests}")
+        for name in ("sessions_per_day", "bond_decay_requests", "mean_duration_s"):
+            value = getattr(self, name)
+            _check(value > 0, f"{name} must be > 0, got {value}")
         _check(0 <= self.logging_default_action < self.action_grid.size,
                f"logging_default_action must index the action grid (size "
                f"{self.action_grid.size}), got {self.logging_default_action}")

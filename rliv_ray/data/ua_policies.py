@@ -20,6 +20,7 @@ from typing import Protocol
 import numpy as np
 
 from rliv_ray.actions import ActionGrid
+from rliv_ray.data.ua_population import pair_potential
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,8 @@ class EpsilonLoggingPolicy:
         shape = cand.rank_score.shape
         explore = rng.random(shape) < self.epsilon
         actions = np.where(explore, rng.integers(0, self.grid.size, shape), self.default_action)
-        probs = self.epsilon / self.grid.size + (1 - self.epsilon) * (actions == self.default_action)
+        is_default = actions == self.default_action
+        probs = self.epsilon / self.grid.size + (1 - self.epsilon) * is_default
         return actions.astype(np.int16), probs.astype(np.float32)
 
 
@@ -108,8 +110,9 @@ class OraclePolicy:
     label_values: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
 
     def act(self, cand: Candidates, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        potential = 1.0 / (1.0 + np.exp(-self.k_potential * (cand.affinity - self.potential_threshold)))
-        value = immediate_value(cand, self.label_values) + self.investment * potential * (1 - cand.bond)
+        potential = pair_potential(cand.affinity, self.k_potential, self.potential_threshold)
+        investment = self.investment * potential * (1 - cand.bond)
+        value = immediate_value(cand, self.label_values) + investment
         best = value == value.max(axis=1, keepdims=True)
         actions = np.where(best, self.grid.size - 1, 0).astype(np.int16)
         return actions, np.ones(actions.shape, np.float32)

@@ -99,6 +99,11 @@ class Population:
         return out
 
 
+def pair_potential(affinity: np.ndarray, k_potential: float, threshold: float) -> np.ndarray:
+    """How much a pair's bond can deepen per unit of gain: sigmoid(k * (alpha - threshold))."""
+    return 1.0 / (1.0 + np.exp(-k_potential * (affinity - threshold)))
+
+
 def session_starts(config: UAWorldConfig, activity: np.ndarray,
                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Session start times of users, as a ragged array: (starts_ms, offsets).

@@ -15,7 +15,7 @@ import numpy as np
 from rliv_ray import schema as S
 from rliv_ray.data.ua_config import UAWorldConfig
 from rliv_ray.data.ua_policies import Candidates, Policy
-from rliv_ray.data.ua_population import Population, session_starts
+from rliv_ray.data.ua_population import Population, pair_potential, session_starts
 
 # Pair counters kept per pool slot, in this order.
 EXPOSURES, CLICKS, EVS, FOLLOWS, GIFTS = range(5)
@@ -239,7 +239,7 @@ def _update_pairs(c, pools: _Pools, rows, slots, req, ts, bond, labels) -> np.nd
         pools.counts[rows, slots, i] += labels[name]
     pools.counts[rows, slots, EXPOSURES] += 1
     pools.followed[rows, slots] |= labels[S.FOLLOW].astype(bool)
-    potential = _sigmoid(c.k_potential * (pools.affinity[rows, slots] - c.potential_threshold))
+    potential = pair_potential(pools.affinity[rows, slots], c.k_potential, c.potential_threshold)
     gain = (c.gain_exposure + c.gain_click * labels[S.CLICK]
             + c.gain_effective_view * labels[S.EFFECTIVE_VIEW]
             + c.gain_follow * labels[S.FOLLOW] + c.gain_gift * labels[S.GIFT])

@@ -187,9 +187,10 @@ def test_pair_counts_before_exposure(converted, case):
     user, author, (v1, v2, v3) = case["pair"]
     pair = converted["frame"].query("user_id == @user and author_id == @author")
     assert pair.item_id.tolist() == [v1, v2, v3, v1]  # v2 before v3: stable tie order
-    assert pair.ua_exposure_count.tolist() == [0, 1, 2, 3]
+    # Rows 1 and 2 share a request: both see only the pair's earlier requests.
+    assert pair.ua_exposure_count.tolist() == [0, 1, 1, 3]
     assert pair.ua_click_count.tolist() == [0, 1, 1, 2]
-    assert pair.ua_effective_view_count.tolist() == [0, 0, 1, 2]
+    assert pair.ua_effective_view_count.tolist() == [0, 0, 0, 2]
     assert pair.ua_follow_count.tolist() == [0, 0, 0, 1]
     np.testing.assert_allclose(pair.ua_days_since_first, [0, 1 / 24, 1 / 24, 2.5], rtol=1e-6)
     assert pair.user_request_idx.tolist()[:3] == [0, 1, 1] and pair.user_request_idx.iloc[3] > 1

@@ -1,0 +1,19 @@
+"""A local Ray runtime for the ``ray`` tier, started once per module and always shut down."""
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             configure_logging=False, ignore_reinit_error=True)
+    try:
+        import ray.data
+
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False
+        ctx.execution_options.resource_limits = ray.data.ExecutionResources(cpu=1)
+        yield ray
+    finally:
+        ray.shutdown()
