@@ -88,6 +88,12 @@ class UAWorldConfig:
     ranker_noise: float = 0.5
     """Std of the base ranker's logit error (its score estimates immediate click odds)."""
     mean_duration_s: float = 30.0
+    """Mean item duration; durations are 1 s + exponential."""
+    watch_bias: float = -1.0
+    watch_click_boost: float = 2.0
+    """Watched share of an item = sigmoid(watch_bias + z + watch_click_boost * click)."""
+    min_session_gap_s: float = 60.0
+    """A user's next session starts at least this long after the previous one ended."""
 
     action_grid: ActionGrid = field(default_factory=ActionGrid)
     logging_epsilon: float = 0.3

@@ -63,9 +63,9 @@ def generate_ua_world(out: str | Path, config: UAWorldConfig, *, rows: int | Non
                       progress: bool = True) -> dict:
     """Simulate the world under its logging policy and write ``out/{log,truth}/`` + manifest.
 
-    With ``rows``, the number of users is derived from a pilot run and the log stops at exactly
-    ``rows`` exposures (the last bucket's users keep a prefix of their history); otherwise every
-    one of ``config.n_users`` users lives through ``config.days`` days.
+    With ``rows``, the number of users is derived from a pilot run (10% spare) and the log stops
+    at exactly ``rows`` exposures, keeping whole users (see :func:`bucket_tables`); otherwise
+    every one of ``config.n_users`` users lives through ``config.days`` days.
     """
     if rows is not None:
         if rows < 1:
@@ -90,8 +90,7 @@ def generate_ua_world(out: str | Path, config: UAWorldConfig, *, rows: int | Non
             rng = np.random.default_rng(np.random.SeedSequence([config.seed, _BUCKET_STREAM,
                                                                 bucket]))
             users = np.flatnonzero(buckets == bucket)
-            result = simulate_users(config, pop, users, logging_policy(config), rng,
-                                    max_rows=budget)
+            result = simulate_users(config, pop, users, logging_policy(config), rng)
             if result.rows == 0:
                 continue
             log, truth = bucket_tables(config, result, budget)
@@ -118,19 +117,21 @@ def generate_ua_world(out: str | Path, config: UAWorldConfig, *, rows: int | Non
 
 def bucket_tables(config: UAWorldConfig, result: SimulationResult,
                   budget: int | None) -> tuple[pa.Table, pa.Table]:
-    """Trim to the row budget (whole requests), sort by (user, request) and add the truth."""
+    """Sort by (user, request), add the truth, and keep at most ``budget`` rows.
+
+    The budget keeps whole users in id order (the last one kept loses the tail of its history,
+    cut at a request boundary), so a ``--rows`` log is made of complete lives, not of
+    truncated ones.
+    """
     cols = result.columns
-    n = result.rows
-    if budget is not None and n > budget:
-        k = config.exposures_per_request
-        n = max(k, budget // k * k)
-        cols = {key: value[:n] for key, value in cols.items()}
     order = np.lexsort((cols[S.USER_REQUEST_IDX], cols[S.USER_ID]))
     cols = {key: value[order] for key, value in cols.items()}
     cols.update(_truth_columns(cols))
-    log = _table(cols, log_schema_for_world(config))
-    truth = _table(cols, S.truth_schema())
-    return log, truth
+    if budget is not None and result.rows > budget:
+        k = config.exposures_per_request
+        keep = max(k, budget // k * k)
+        cols = {key: value[:keep] for key, value in cols.items()}
+    return _table(cols, log_schema_for_world(config)), _table(cols, S.truth_schema())
 
 
 def _truth_columns(cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -27,6 +27,8 @@ from rliv_ray.data.ua_world import simulate_users
 
 LTV_LABEL_VALUES = (1.0, 1.0, 5.0, 20.0)
 ORACLE_INVESTMENT = 0.02
+SESSION_GAP_MS = 30 * 60_000
+"""Requests more than 30 minutes apart belong to different sessions (for session length)."""
 METRICS = ("ltv", "requests", "session_length", "watch_time_min", "clicks", "follows", "gifts")
 
 
@@ -64,11 +66,11 @@ def policy_metrics(config: UAWorldConfig, policy: Policy, seed: int,
 
 
 def _sessions(cols: dict[str, np.ndarray]) -> int:
-    """Sessions = gaps of more than 30 minutes between a user's consecutive requests, + 1."""
+    """Number of sessions: runs of a user's requests separated by more than SESSION_GAP_MS."""
     order = np.lexsort((cols[S.TS_MS], cols[S.USER_ID]))
     user, ts = cols[S.USER_ID][order], cols[S.TS_MS][order]
     new = np.ones(len(user), dtype=bool)
-    new[1:] = (user[1:] != user[:-1]) | (ts[1:] - ts[:-1] > 30 * 60_000)
+    new[1:] = (user[1:] != user[:-1]) | (ts[1:] - ts[:-1] > SESSION_GAP_MS)
     return int(new.sum())
 
 

@@ -17,6 +17,7 @@ from rliv_ray.data.ua_config import UAWorldConfig
 from rliv_ray.data.ua_policies import Candidates, Policy
 from rliv_ray.data.ua_population import Population, pair_potential, session_starts
 
+ITEM_BITS = 20  # item ids are (author_id << ITEM_BITS) | item index
 # Pair counters kept per pool slot, in this order.
 EXPOSURES, CLICKS, EVS, FOLLOWS, GIFTS = range(5)
 
@@ -101,20 +102,14 @@ class SimulationResult:
 
 
 def simulate_users(config: UAWorldConfig, pop: Population, users: np.ndarray, policy: Policy,
-                   rng: np.random.Generator, *, max_rows: int | None = None) -> SimulationResult:
+                   rng: np.random.Generator) -> SimulationResult:
     """Run ``users`` (global user indices) through their horizon under ``policy``."""
     users = np.asarray(users, dtype=np.int64)
     pools = _Pools.build(config, pop, users, rng)
     state = _Users.build(config, pop.user_activity[users], rng)
     chunks: list[dict[str, np.ndarray]] = []
-    rows = 0
-    while True:
-        act = state.active()
-        if len(act) == 0 or (max_rows is not None and rows >= max_rows):
-            break
-        chunk = _step(config, pop, users, pools, state, act, policy, rng)
-        chunks.append(chunk)
-        rows += len(chunk[S.REQUEST_ID])
+    while len(act := state.active()):
+        chunks.append(_step(config, pop, users, pools, state, act, policy, rng))
     columns = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]} if chunks else {}
     return SimulationResult(columns, len(users))
 
@@ -124,69 +119,81 @@ def _candidate_slots(rng: np.random.Generator, n_rows: int, pool: int, n: int) -
     return np.argpartition(rng.random((n_rows, pool)), n - 1, axis=1)[:, :n]
 
 
+@dataclass
+class _Request:
+    """The N candidates of each active user's request, before the policy acts: (A, N)."""
+
+    slots: np.ndarray
+    interest: np.ndarray
+    probs: tuple[np.ndarray, ...]
+    cand: Candidates
+
+
 def _step(config, pop, users, pools: _Pools, st: _Users, act, policy, rng) -> dict:
     """One request for each active user: candidates, policy, exposure, feedback, updates."""
     c = config
-    n_act = len(act)
-    rows = act[:, None]
-    slots = _candidate_slots(rng, n_act, c.pool_size, c.candidates_per_request)
-    req = st.request_idx[act]
-    bond = pools.bond_now(rows, slots, req[:, None], c.bond_decay_requests)
-    alpha = pools.affinity[rows, slots]
-    followed = pools.followed[rows, slots]
-    counts = pools.counts[rows, slots]  # (A, N, 5)
-    quality = c.item_quality_sigma * rng.standard_normal(slots.shape)
-    interest = quality + c.k_affinity * alpha + c.k_bond * bond
-    gifter = pop.user_gifter[users[act]][:, None]
-    probs = _label_probabilities(c, interest, bond, followed, gifter)
-    noise = c.ranker_noise * rng.standard_normal(slots.shape)
-    rank_score = _sigmoid(_logit(c.click_rate) + interest + noise).astype(np.float32)
-
-    cand = Candidates(rank_score, counts[..., EXPOSURES], counts[..., CLICKS],
-                      counts[..., FOLLOWS], alpha, bond, *probs)
-    actions, action_probs = policy.act(cand, rng)
-    final = c.action_grid.final_score(rank_score, actions)
-    k = c.exposures_per_request
-    top = np.argsort(-final, axis=1, kind="stable")[:, :k]  # (A, K)
+    req = _candidates(c, pop, users, pools, st, act, rng)
+    actions, action_probs = policy.act(req.cand, rng)
+    final = c.action_grid.final_score(req.cand.rank_score, actions)
+    top = np.argsort(-final, axis=1, kind="stable")[:, :c.exposures_per_request]  # (A, K)
 
     def pick(x):
         return np.take_along_axis(x, top, axis=1).ravel()
 
-    row_of = np.repeat(np.arange(n_act), k)
-    labels = _draw_labels(rng, *(pick(p) for p in probs))
-    exp_slots = pick(slots)
-    exp_interest = pick(interest)
-    duration = rng.exponential(c.mean_duration_s, n_act * k).astype(np.float32) + 1.0
-    watch_frac = _sigmoid(-1.0 + exp_interest + 2.0 * labels[S.CLICK])
-    watch = (duration * watch_frac).astype(np.float32)
-
-    a_rows = act[row_of]
-    ts = st.clock_ms[act][row_of]
+    row_of = np.repeat(np.arange(len(act)), c.exposures_per_request)
+    rows, slots = act[row_of], pick(req.slots)
+    labels = _draw_labels(rng, *(pick(p) for p in req.probs))
+    interest = pick(req.interest)
+    duration = (rng.exponential(c.mean_duration_s, len(rows)) + 1.0).astype(np.float32)
+    watch_frac = _sigmoid(c.watch_bias + interest + c.watch_click_boost * labels[S.CLICK])
+    ts = st.clock_ms[rows]
+    author = pools.author[rows, slots]
+    bond = pick(req.cand.bond)
     out = {
-        S.REQUEST_ID: S.make_request_id(ts, users[a_rows]),
-        S.USER_REQUEST_IDX: req[row_of],
+        S.REQUEST_ID: S.make_request_id(ts, users[rows]),
+        S.USER_REQUEST_IDX: st.request_idx[rows],
         S.TS_MS: ts,
-        S.USER_ID: users[a_rows],
-        S.AUTHOR_ID: pools.author[a_rows, exp_slots],
-        S.ITEM_ID: (pools.author[a_rows, exp_slots] << 20) | rng.integers(0, 1 << 20, len(a_rows)),
-        S.RANK_SCORE: pick(rank_score),
+        S.USER_ID: users[rows],
+        S.AUTHOR_ID: author,
+        S.ITEM_ID: (author << ITEM_BITS) | rng.integers(0, 1 << ITEM_BITS, len(rows)),
+        S.RANK_SCORE: pick(req.cand.rank_score),
         S.ACTION: pick(actions),
         S.ACTION_WEIGHT: c.action_grid.weight(pick(actions)),
         S.BEHAVIOR_PROB: pick(action_probs),
         **labels,
-        S.WATCH_TIME_S: watch,
+        S.WATCH_TIME_S: (duration * watch_frac).astype(np.float32),
         S.DURATION_S: duration,
-        S.USER_GROUP: pop.user_group[users[a_rows]],
-        S.USER_FEATURES: _user_features(pop, users[a_rows], st, a_rows),
-        S.AUTHOR_FEATURES: pop.author_features[pools.author[a_rows, exp_slots]],
-        **_pair_features(pools, a_rows, exp_slots, ts),
-        S.TRUE_AFFINITY: pick(alpha),
-        S.TRUE_BOND_BEFORE: pick(bond),
+        S.USER_GROUP: pop.user_group[users[rows]],
+        S.USER_FEATURES: _user_features(pop, users[rows], st, rows),
+        S.AUTHOR_FEATURES: pop.author_features[author],
+        **_pair_features(pools, rows, slots, ts),
+        S.TRUE_AFFINITY: pick(req.cand.affinity),
+        S.TRUE_BOND_BEFORE: bond,
     }
-    out[S.TRUE_BOND_AFTER] = _update_pairs(c, pools, a_rows, exp_slots, st.request_idx[a_rows],
-                                            ts, pick(bond), out)
-    _advance_users(c, pop, users, pools, st, act, row_of, watch, exp_interest, labels, rng)
+    out[S.TRUE_BOND_AFTER] = _update_pairs(c, pools, rows, slots, st.request_idx[rows], ts,
+                                            bond, labels)
+    _advance_users(c, pop, users, pools, st, act, row_of, out[S.WATCH_TIME_S], interest, labels,
+                   rng)
     return out
+
+
+def _candidates(c: UAWorldConfig, pop: Population, users, pools: _Pools, st: _Users, act,
+                rng) -> _Request:
+    """Draw N candidates per active user; their latent state, true label odds, ranker score."""
+    rows = act[:, None]
+    slots = _candidate_slots(rng, len(act), c.pool_size, c.candidates_per_request)
+    bond = pools.bond_now(rows, slots, st.request_idx[act][:, None], c.bond_decay_requests)
+    alpha = pools.affinity[rows, slots]
+    counts = pools.counts[rows, slots]  # (A, N, 5)
+    quality = c.item_quality_sigma * rng.standard_normal(slots.shape)
+    interest = quality + c.k_affinity * alpha + c.k_bond * bond
+    gifter = pop.user_gifter[users[act]][:, None]
+    probs = _label_probabilities(c, interest, bond, pools.followed[rows, slots], gifter)
+    noise = c.ranker_noise * rng.standard_normal(slots.shape)
+    rank_score = _sigmoid(_logit(c.click_rate) + interest + noise).astype(np.float32)
+    cand = Candidates(rank_score, counts[..., EXPOSURES], counts[..., CLICKS],
+                      counts[..., FOLLOWS], alpha, bond, *probs)
+    return _Request(slots, interest, probs, cand)
 
 
 def _label_probabilities(c, interest, bond, followed, gifter):
@@ -269,7 +276,8 @@ def _advance_users(c, pop, users, pools, st: _Users, act, row_of, watch, interes
     st.session_requests[ending] = 0
     more = st.session[ending] < st.offsets[1:][ending]
     nxt = ending[more]
-    st.clock_ms[nxt] = np.maximum(st.starts[st.session[nxt]], st.clock_ms[nxt] + 60_000)
+    st.clock_ms[nxt] = np.maximum(st.starts[st.session[nxt]],
+                                  st.clock_ms[nxt] + int(c.min_session_gap_s * 1000))
     _refresh_pools(c, pop, users, pools, st, act, rng)
 
 

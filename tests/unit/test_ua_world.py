@@ -120,10 +120,12 @@ def test_truth_is_row_aligned_and_knows_the_next_interaction(world):
     assert (truth[S.TRUE_BOND_AFTER] >= truth[S.TRUE_BOND_BEFORE]).all()
 
 
-def test_exact_row_budget(tmp_path):
+def test_exact_row_budget_keeps_whole_lives(tmp_path):
     manifest = generate_ua_world(tmp_path / "w", SMALL, rows=5_000, progress=False)
     assert manifest["rows"] == 5_000
     assert validate_log(tmp_path / "w").rows == 5_000
+    log = pq.read_table(tmp_path / "w" / io.LOG_DIR).to_pandas()
+    assert (log.groupby(S.USER_ID)[S.USER_REQUEST_IDX].min() == 0).all()
 
 
 def brute_force_returns(rewards, groups, gamma):
