@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 DEMO := demo_out
 DEMO_TRACKING := sqlite:///$(abspath $(DEMO))/mlflow.db
 
-.PHONY: demo test install lint bench-generate clean
+.PHONY: demo test install lint bench-generate bench-samples clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,7 @@ demo: $(STAMP)
 	$(RLIV) validate $(DEMO)/world
 	$(RLIV) summary $(DEMO)/world --tracking-uri $(DEMO_TRACKING)
 	$(RLIV) check-world --users 300 --days 7 --seeds 3
+	$(RLIV) build-samples $(DEMO)/world $(DEMO)/samples --workers 2 --asa-epochs 5 --overwrite --tracking-uri $(DEMO_TRACKING)
 	@echo "MLflow store: $(DEMO_TRACKING)  (browse: $(VENV)/bin/mlflow ui --backend-store-uri $(DEMO_TRACKING))"
 
 # The whole suite: unit, ray and slow tiers.
@@ -38,6 +39,9 @@ lint: $(STAMP)
 
 bench-generate: $(STAMP)
 	$(PY) benchmarks/generate_memory.py --rows 10000000
+
+bench-samples: $(STAMP)
+	$(PY) benchmarks/sample_pipeline.py --rows 1000000 4000000 10000000
 
 clean:
 	rm -rf $(DEMO) .pytest_cache

@@ -5,6 +5,8 @@
     rliv validate LOGS                      schema, types, ranges, order; exit 1 on the first error
     rliv summary LOGS                       counts, label rates, stitchable share
     rliv check-world                        does the synthetic world reward long-term thinking?
+    rliv build-samples LOGS OUT             stitching + ASA -> RL sample shards (Ray Data)
+    rliv asa-report LOGS                    stitching rates, ASA vs rule (Table 4), epsilon
 
 Errors are one line on stderr and a non-zero exit status; nothing partial is ever written.
 """
@@ -83,12 +85,9 @@ def cmd_convert_kuairand(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from rliv_ray.data.validate import LogValidationError, validate_log
+    from rliv_ray.data.validate import validate_log
 
-    try:
-        report = validate_log(args.path, progress=not args.quiet)
-    except LogValidationError as err:
-        raise CLIError(str(err), EXIT_INVALID) from err
+    report = validate_log(args.path, progress=not args.quiet)
     absent = ", ".join(report.absent_columns) or "none"
     print(f"ok: {report.rows:,} rows, {report.users:,} users in {report.files} files "
           f"(source {report.source}; absent columns: {absent})")
@@ -98,13 +97,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_summary(args: argparse.Namespace) -> int:
     from rliv_ray.data import io
     from rliv_ray.data.summary import format_summary, summarize_log
+    from rliv_ray.mdp.stitching import StitchConfig
     from rliv_ray.tracking import tracking_run
 
     length = args.sequence_length
     if length is None:
         length = io.read_manifest(args.path).get("world", {}).get("sequence_length", 100)
-    summary = summarize_log(args.path, sequence_length=length, content=args.content,
-                            progress=not args.quiet)
+    config = StitchConfig(sequence_length=length, content=args.content)
+    summary = summarize_log(args.path, stitch_config=config, progress=not args.quiet)
     print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
     with tracking_run(args.tracking_uri, f"summary__{Path(args.path).name}") as tracker:
         tracker.log_params({"path": str(Path(args.path).resolve()), "sequence_length": length,
@@ -139,6 +139,84 @@ def _add_world_options(p: argparse.ArgumentParser) -> None:
                    "(repeatable; VALUE is JSON)")
 
 
+def _sample_configs(args: argparse.Namespace, mode: str = "asa"):
+    from rliv_ray.data import io
+    from rliv_ray.mdp.asa import ASAConfig
+    from rliv_ray.mdp.samples import SampleConfig
+    from rliv_ray.mdp.stitching import StitchConfig
+
+    length = args.sequence_length
+    if length is None:
+        length = io.read_manifest(args.logs).get("world", {}).get("sequence_length", 30)
+    try:
+        stitch = StitchConfig(sequence_length=length, content=args.content,
+                              window_ms=args.window_ms)
+        asa = ASAConfig(epochs=args.asa_epochs, targets=args.asa_targets,
+                        max_train_tuples=args.max_train_tuples, seed=args.seed)
+        return SampleConfig(stitch=stitch, mode=mode), asa
+    except ValueError as err:
+        raise CLIError(str(err)) from err
+
+
+def _log_run(args, name: str, report: dict) -> None:
+    from rliv_ray.tracking import tracking_run
+
+    with tracking_run(args.tracking_uri, f"{name}__{Path(args.logs).name}__{args.seed}") as tr:
+        tr.log_params({"logs": str(Path(args.logs).resolve()), "workers": report["workers"],
+                       "sample": report["sample_config"], "asa": report["asa_config"]})
+        tr.log_metrics({"stitching": report["stitching"], "table4": report["table4"],
+                        "epsilon": report["epsilon"], "time": report["seconds"]})
+
+
+def cmd_build_samples(args: argparse.Namespace) -> int:
+    from rliv_ray.mdp.pipeline import build_samples
+    from rliv_ray.mdp.report import format_report
+
+    mode = "no_asa" if args.no_asa else "hybrid" if args.hybrid else "asa"
+    config, asa = _sample_configs(args, mode)
+    report = build_samples(args.logs, args.out, config=config, asa_config=asa,
+                           workers=args.workers, address=args.address,
+                           overwrite=args.overwrite, progress=not args.quiet)
+    print(format_report(report))
+    print(f"\nwrote {report['samples_written']:,} samples ({mode}) to {args.out}/samples in "
+          f"{report['seconds']['total_s']:.1f}s")
+    _log_run(args, "build-samples", report)
+    return 0
+
+
+def cmd_asa_report(args: argparse.Namespace) -> int:
+    from rliv_ray.mdp.pipeline import asa_report
+    from rliv_ray.mdp.report import format_report
+
+    config, asa = _sample_configs(args)
+    report = asa_report(args.logs, config=config, asa_config=asa, workers=args.workers,
+                        address=args.address, progress=not args.quiet)
+    print(format_report(report))
+    _log_run(args, "asa-report", report)
+    return 0
+
+
+def _add_sample_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workers", type=int, default=2, help="Ray Data tasks at a time (default "
+                   "2); 0 runs everything in this process without Ray")
+    p.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
+    p.add_argument("--sequence-length", type=int, help="L of the truncated behaviour sequence "
+                   "(default: the world's setting, else 30)")
+    p.add_argument("--content", choices=["exposures", "engagements"], default="exposures",
+                   help="what the sequence stores (default: every exposure)")
+    p.add_argument("--window-ms", type=int, default=2_000,
+                   help="half-width of the stitching time window (default 2000)")
+    p.add_argument("--asa-epochs", type=int, default=10, help="ASA training epochs (default 10)")
+    p.add_argument("--asa-targets", choices=["pair_and_gap", "all_dynamic"],
+                   default="pair_and_gap", help="what ASA predicts (default: the pair features "
+                   "and the gap; all_dynamic adds user and author features)")
+    p.add_argument("--max-train-tuples", type=int, default=1_000_000,
+                   help="stitched tuples sampled to train ASA (default 1,000,000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of ASA and of the tuple sample")
+    p.add_argument("--tracking-uri", help="log to MLflow at this URI (default: "
+                   "$RLIV_TRACKING_URI, else none)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rliv", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -161,6 +239,28 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: one per 500,000 rows)")
     _add_world_options(p)
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+
+    p = add("build-samples", cmd_build_samples,
+            "Build RL sample shards (s, a, r_*, s_hat', stitched, s_true', gap, group) from a "
+            "log: stitch each interaction to its pair's previous one in the truncated behaviour "
+            "sequence, train ASA on the stitched tuples, predict s_hat' for every interaction. "
+            "Writes OUT/samples, OUT/asa.pt and OUT/manifest.json.")
+    p.add_argument("logs", help="log dataset directory, folder of Parquet files, or one file")
+    p.add_argument("out", help="output directory")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--no-asa", action="store_true", help="the paper's w/o-ASA ablation: "
+                      "only stitched interactions, with their true next states")
+    mode.add_argument("--hybrid", action="store_true", help="true next state where stitched, "
+                      "ASA's elsewhere (our extension)")
+    _add_sample_options(p)
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+
+    p = add("asa-report", cmd_asa_report,
+            "Stitching success rates, ASA vs the rule-based approximation on held-out users "
+            "(paper Table 4: MSE and cosine-similarity loss) and the true approximation error "
+            "epsilon for every interaction with a next one. Writes nothing.")
+    p.add_argument("logs", help="log dataset directory, folder of Parquet files, or one file")
+    _add_sample_options(p)
 
     p = add("check-world", cmd_check_world,
             "Check that the world has a long-term lever: simulate the RankingModel (constant "
@@ -207,9 +307,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from rliv_ray.data.io import OutputExistsError
+    from rliv_ray.data.validate import LogValidationError
 
     try:
         return args.func(args)
+    except LogValidationError as err:
+        print(f"rliv {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_INVALID
     except CLIError as err:
         print(f"rliv {args.command}: error: {err}", file=sys.stderr)
         return err.code

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pyarrow as pa
 
 # --- interaction log -------------------------------------------------------------------------
@@ -209,7 +210,8 @@ def rl_sample_schema(state_dim: int) -> pa.Schema:
             *(pa.field(reward_column(label), pa.float32(), nullable=False) for label in LABELS),
             pa.field(NEXT_STATE, feature_vector(state_dim), nullable=False),
             pa.field(STITCHED, pa.bool_(), nullable=False),
-            pa.field(TRUE_NEXT_STATE, feature_vector(state_dim)),  # null where not stitched
+            # NaN where not stitched: pyarrow 25 cannot read back null fixed-size lists.
+            pa.field(TRUE_NEXT_STATE, feature_vector(state_dim), nullable=False),
             pa.field(GAP, pa.int32(), nullable=False),
             pa.field(USER_GROUP, pa.int16(), nullable=False),
         ]
@@ -229,3 +231,20 @@ def make_request_id(ts_ms, user_id):
     up to 2037. Works on scalars and NumPy arrays of int64.
     """
     return ((ts_ms - REQUEST_EPOCH_MS) << REQUEST_ID_USER_BITS) | user_id
+
+
+# --- feature-vector columns <-> matrices ------------------------------------------------------
+def vectors_to_arrow(matrix: np.ndarray) -> pa.FixedSizeListArray:
+    """An (n, k) matrix as a fixed-size ``list<float32>`` array of n rows (no Python loop)."""
+    matrix = np.asarray(matrix, dtype=np.float32)
+    if matrix.ndim != 2:
+        raise ValueError(f"expected an (n, k) matrix, got shape {matrix.shape}")
+    flat = pa.array(np.ascontiguousarray(matrix).ravel())
+    return pa.FixedSizeListArray.from_arrays(flat, matrix.shape[1])
+
+
+def arrow_to_matrix(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A fixed-size list column as a writable (n, k) float32 matrix."""
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    values = array.flatten().to_numpy(zero_copy_only=False)
+    return values.reshape(len(array), array.type.list_size).astype(np.float32, copy=True)

@@ -61,20 +61,15 @@ def make_log_table(n_users: int = 5, requests_per_user: int = 20, seed: int = 0,
         s.WATCH_TIME_S: (rng.exponential(10.0, n) * (1 + click)).astype(np.float32),
         s.DURATION_S: rng.uniform(5.0, 120.0, n).astype(np.float32),
         s.USER_GROUP: (user % 3).astype(np.int16),
-        s.USER_FEATURES: _vectors(rng.normal(size=(n_users, n_user_features))[user]),
-        s.AUTHOR_FEATURES: _vectors(rng.normal(size=(n_authors, n_author_features))[author]),
+        s.USER_FEATURES: s.vectors_to_arrow(rng.normal(size=(n_users, n_user_features))[user]),
+        s.AUTHOR_FEATURES: s.vectors_to_arrow(
+            rng.normal(size=(n_authors, n_author_features))[author]),
         **_pair_features(user, author, ts, labels),
     }
     schema = s.log_schema([f"u{i}" for i in range(n_user_features)],
                           [f"a{i}" for i in range(n_author_features)],
                           source=source, action_grid=grid)
     return pa.table(columns, schema=schema)
-
-
-def _vectors(values: np.ndarray) -> pa.FixedSizeListArray:
-    """(rows, k) floats -> a fixed-size list<float32> array of k values per row."""
-    flat = pa.array(values.astype(np.float32).ravel())
-    return pa.FixedSizeListArray.from_arrays(flat, values.shape[1])
 
 
 def _pair_features(user, author, ts, labels: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -94,17 +94,19 @@ def log_files(path: str | os.PathLike) -> list[Path]:
     return files
 
 
+def mix64(values: np.ndarray, seed: int = 0) -> np.ndarray:
+    """A stable, well-spread uint64 hash of int64 values (splitmix64 of value + seed * gamma)."""
+    offset = np.uint64(seed * 0x9E3779B97F4A7C15 % 2**64)
+    z = np.asarray(values).astype(np.int64).view(np.uint64) + offset
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
 def user_bucket(user_ids: np.ndarray, n_buckets: int) -> np.ndarray:
-    """Bucket of each user id: a stable 64-bit mix (splitmix64 finaliser) modulo ``n_buckets``.
+    """Bucket of each user id: :func:`mix64` modulo ``n_buckets``.
 
     Log stores bucket users by a hash of the id so that each file holds whole users; the same
     function is used by the generator, the converter and the sample pipeline.
     """
-    z = np.asarray(user_ids, dtype=np.uint64).copy()
-    with np.errstate(over="ignore"):
-        z ^= z >> np.uint64(30)
-        z *= np.uint64(0xBF58476D1CE4E5B9)
-        z ^= z >> np.uint64(27)
-        z *= np.uint64(0x94D049BB133111EB)
-        z ^= z >> np.uint64(31)
-    return (z % np.uint64(n_buckets)).astype(np.int64)
+    return (mix64(user_ids) % np.uint64(n_buckets)).astype(np.int64)

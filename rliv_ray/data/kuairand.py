@@ -307,15 +307,9 @@ def _bucket_columns(raw: pd.DataFrame, video_pos: np.ndarray, lookup: _Lookup,
         S.WATCH_TIME_S: (raw[PLAY_TIME_MS].to_numpy() / 1000.0).astype(np.float32),
         S.DURATION_S: _duration_s(raw[DURATION_MS].to_numpy(), lookup.video_duration_ms[video_pos]),
         S.USER_GROUP: lookup.user_group[user_pos],
-        S.USER_FEATURES: _fixed_list(lookup.user_matrix[user_pos]),
-        S.AUTHOR_FEATURES: _fixed_list(author_rows), **_pair_columns(pair),
+        S.USER_FEATURES: S.vectors_to_arrow(lookup.user_matrix[user_pos]),
+        S.AUTHOR_FEATURES: S.vectors_to_arrow(author_rows), **_pair_columns(pair),
     }
-
-
-def _fixed_list(matrix: np.ndarray) -> pa.FixedSizeListArray:
-    """A (n, k) float matrix as a fixed-size ``list<float32>`` array of n rows."""
-    flat = np.ascontiguousarray(matrix, dtype=np.float32).ravel()
-    return pa.FixedSizeListArray.from_arrays(pa.array(flat), matrix.shape[1])
 
 
 def _to_table(columns: dict, n: int, schema: pa.Schema) -> pa.Table:

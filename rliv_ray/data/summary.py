@@ -13,19 +13,20 @@ import pyarrow.parquet as pq
 
 from rliv_ray import schema as S
 from rliv_ray.data import io
-from rliv_ray.mdp.stitching import HISTORY_BUCKETS, SequenceContent, history_bucket, stitchable
+from rliv_ray.mdp.stitching import HISTORY_BUCKETS, StitchConfig, history_bucket, stitch
 from rliv_ray.progress import Progress
 
-_COLUMNS = [S.USER_ID, S.AUTHOR_ID, S.USER_REQUEST_IDX, S.UA_EXPOSURE_COUNT, *S.LABELS]
+_COLUMNS = [S.USER_ID, S.AUTHOR_ID, S.USER_REQUEST_IDX, S.TS_MS, S.UA_EXPOSURE_COUNT, *S.LABELS]
 
 
-def summarize_log(path: str | Path, *, sequence_length: int = 100,
-                  content: SequenceContent = "exposures", progress: bool = False) -> dict:
+def summarize_log(path: str | Path, *, stitch_config: StitchConfig | None = None,
+                  progress: bool = False) -> dict:
     """Row counts, distinct users/authors/pairs, label rates and the stitchable share.
 
     The stitchable share is reported overall and by pair-history bucket (first contact, 2-5
     interactions, 6+), like the paper's 47% (rliv-ua, section 3.1).
     """
+    config = stitch_config or StitchConfig()
     files = io.log_files(path)
     rows = 0
     label_sums = dict.fromkeys(S.LABELS, 0)
@@ -46,8 +47,8 @@ def summarize_log(path: str | Path, *, sequence_length: int = 100,
                 values = column.fill_null(0).to_numpy()
                 label_sums[label] += int(values.sum())
                 engaged |= values > 0
-            ok = stitchable(user, author, table[S.USER_REQUEST_IDX].to_numpy(), engaged,
-                            sequence_length=sequence_length, content=content)
+            ok = stitch(user, author, table[S.USER_REQUEST_IDX].to_numpy(),
+                        table[S.TS_MS].to_numpy(), engaged, config) >= 0
             bucket = history_bucket(table[S.UA_EXPOSURE_COUNT].to_numpy())
             bucket_rows += np.bincount(bucket, minlength=len(HISTORY_BUCKETS))
             stitched += np.bincount(bucket, weights=ok, minlength=len(HISTORY_BUCKETS)).astype(
@@ -66,8 +67,8 @@ def summarize_log(path: str | Path, *, sequence_length: int = 100,
             label: (label_sums[label] / label_known[label] if label_known[label] else None)
             for label in S.LABELS
         },
-        "sequence_length": sequence_length,
-        "sequence_content": content,
+        "sequence_length": config.sequence_length,
+        "sequence_content": config.content,
         "stitchable_share": float(stitched.sum() / max(rows, 1)),
         "stitchable_share_by_history": {
             name: float(stitched[i] / bucket_rows[i]) if bucket_rows[i] else None

@@ -22,8 +22,9 @@ from rliv_ray.data import io
 from rliv_ray.data.ua_config import UAWorldConfig
 from rliv_ray.data.ua_policies import EpsilonLoggingPolicy
 from rliv_ray.data.ua_population import AUTHOR_FEATURE_NAMES, USER_FEATURE_NAMES, Population
-from rliv_ray.data.ua_truth import discounted_returns, group_starts, next_in_group, pair_order
+from rliv_ray.data.ua_truth import discounted_returns, next_in_group, pair_order
 from rliv_ray.data.ua_world import SimulationResult, simulate_users
+from rliv_ray.grouping import group_starts
 from rliv_ray.progress import Progress
 
 SOURCE = "synthetic-ua"
@@ -159,8 +160,7 @@ def _table(cols: dict[str, np.ndarray], schema: pa.Schema) -> pa.Table:
     for field in schema:
         value = cols[field.name]
         if pa.types.is_fixed_size_list(field.type):
-            flat = pa.array(np.ascontiguousarray(value, dtype=np.float32).ravel())
-            arrays.append(pa.FixedSizeListArray.from_arrays(flat, field.type.list_size))
+            arrays.append(S.vectors_to_arrow(value))
         else:
             arrays.append(pa.array(value, type=field.type))
     return pa.Table.from_arrays(arrays, schema=schema)

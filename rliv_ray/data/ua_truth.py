@@ -20,16 +20,6 @@ def pair_order(user_id: np.ndarray, author_id: np.ndarray, request_idx: np.ndarr
     return np.lexsort((request_idx, author_id, user_id))
 
 
-def group_starts(*keys: np.ndarray) -> np.ndarray:
-    """Boolean mask of rows (already sorted by ``keys``) that start a new group."""
-    start = np.zeros(len(keys[0]), dtype=bool)
-    if len(start):
-        start[0] = True
-        for key in keys:
-            start[1:] |= key[1:] != key[:-1]
-    return start
-
-
 def next_in_group(values: np.ndarray, starts: np.ndarray, missing: int = -1) -> np.ndarray:
     """For rows sorted by group: the next row's value within the same group, else ``missing``."""
     out = np.full(len(values), missing, dtype=values.dtype)

@@ -96,8 +96,8 @@ def gap_bucket(gap: np.ndarray, max_bucket: int) -> np.ndarray:
 
 def build_states(table: pa.Table, gap: np.ndarray) -> np.ndarray:
     """The (n, dim) float32 state matrix of a log table, given each row's Delta."""
-    user = _matrix(table[S.USER_FEATURES])
-    author = _matrix(table[S.AUTHOR_FEATURES])
+    user = S.arrow_to_matrix(table[S.USER_FEATURES])
+    author = S.arrow_to_matrix(table[S.AUTHOR_FEATURES])
     counts = [table[c].fill_null(0).to_numpy(zero_copy_only=False) for c in PAIR_COUNT_COLUMNS]
     days = table[S.UA_DAYS_SINCE_FIRST].to_numpy()
     pair = np.log1p(np.column_stack([*counts, days]).astype(np.float64))
@@ -105,13 +105,6 @@ def build_states(table: pa.Table, gap: np.ndarray) -> np.ndarray:
     gap_part = np.column_stack([np.log1p(np.maximum(gap, 0)), first])
     out = np.concatenate([user, author, pair, gap_part], axis=1)
     return np.ascontiguousarray(out, dtype=np.float32)
-
-
-def _matrix(column: pa.ChunkedArray) -> np.ndarray:
-    """A fixed-size list column as an (n, k) float32 matrix, without a Python loop."""
-    array = column.combine_chunks()
-    k = array.type.list_size
-    return array.flatten().to_numpy(zero_copy_only=False).reshape(-1, k).astype(np.float32)
 
 
 def rewards_matrix(table: pa.Table) -> np.ndarray:

@@ -1,12 +1,12 @@
-"""Which interactions can be stitched to their pair's previous one (pure NumPy, no Ray).
+"""Stitching: find each interaction's previous one in the user's truncated sequence (pure NumPy).
 
 Industrial systems keep per user a fixed-length, truncated behaviour sequence of length L
 (``../shared/DESIGN.md``, data contracts); stitching may only look there. At the time of request
 t the sequence holds the L most recent *stored* events of the user before t, where the stored
 events are every exposure (``content="exposures"``) or only engagements, i.e. rows with a click,
 effective view, follow or gift (``content="engagements"``, as the paper's behaviour log,
-rliv-ua line 149). An interaction is *stitchable* when its pair's previous interaction is one of
-those stored events. A pair's first interaction never is.
+rliv-ua line 149). A stitched pair of rows (j -> i) gives the tuple (s^{t-1}, a^{t-1}, r^{t-1},
+s^t) that trains ASA (Eq. 7). A pair's first interaction is never stitched.
 
 All functions take the rows of whole users sorted by (user_id, user_request_idx), as every log
 file written by rliv-ray is.
@@ -14,9 +14,12 @@ file written by rliv-ray is.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+
+from rliv_ray.grouping import group_starts
 
 SequenceContent = Literal["exposures", "engagements"]
 HISTORY_BUCKETS = ("first_contact", "2-5", "6+")
@@ -32,10 +35,8 @@ def previous_pair_row(user_id: np.ndarray, author_id: np.ndarray,
     n = len(user_id)
     order = np.lexsort((request_idx, author_id, user_id))
     u, a, r = user_id[order], author_id[order], request_idx[order]
-    new_pair = np.ones(n, dtype=bool)
-    new_pair[1:] = (u[1:] != u[:-1]) | (a[1:] != a[:-1])
-    new_request = new_pair.copy()
-    new_request[1:] |= r[1:] != r[:-1]
+    new_pair = group_starts(u, a)
+    new_request = group_starts(u, a, r)
     # The row just before the first row of this (pair, request) group is the pair's previous
     # interaction, unless this group is the pair's first.
     group_start = np.maximum.accumulate(np.where(new_request, np.arange(n), 0))
@@ -45,32 +46,75 @@ def previous_pair_row(user_id: np.ndarray, author_id: np.ndarray,
     return out
 
 
-def stitchable(user_id: np.ndarray, author_id: np.ndarray, request_idx: np.ndarray,
-               engaged: np.ndarray, *, sequence_length: int,
-               content: SequenceContent = "exposures") -> np.ndarray:
-    """Boolean mask: the pair's previous interaction is in the user's truncated sequence.
+@dataclass(frozen=True)
+class StitchConfig:
+    """Where stitching may look and how it searches (rliv-ua section 3.1)."""
 
-    ``engaged`` marks rows with any positive label (used when ``content="engagements"``).
+    sequence_length: int = 30
+    """L: stored events kept per user (the synthetic world's default gives ~46% stitchable)."""
+    content: SequenceContent = "exposures"
+    """What the sequence stores: every exposure, or only engagements (paper line 149)."""
+    window_ms: int = 2_000
+    """Half-width of the time window searched around the pair's last-interaction time T."""
+
+    def __post_init__(self) -> None:
+        if self.sequence_length < 1:
+            raise ValueError(f"sequence_length must be >= 1, got {self.sequence_length}")
+        if self.content not in ("exposures", "engagements"):
+            raise ValueError(f"content must be 'exposures' or 'engagements', got {self.content!r}")
+        if self.window_ms < 0:
+            raise ValueError(f"window_ms must be >= 0, got {self.window_ms}")
+
+
+def stitch(user_id: np.ndarray, author_id: np.ndarray, request_idx: np.ndarray,
+           ts_ms: np.ndarray, engaged: np.ndarray, config: StitchConfig,
+           previous: np.ndarray | None = None) -> np.ndarray:
+    """Row index of the stored event stitched to each interaction, -1 where stitching fails.
+
+    As the paper does: take T, the timestamp of the pair's most recent earlier interaction
+    (a pair feature the system keeps), binary-search the user's stored events for the window
+    [T - w, T + w], keep only the L most recent events before this request, and pick the event
+    of this author nearest to T (the later one on a tie). ``previous`` is
+    :func:`previous_pair_row`'s result when the caller already has it.
     """
-    if sequence_length < 1:
-        raise ValueError(f"sequence_length must be >= 1, got {sequence_length}")
-    if content not in ("exposures", "engagements"):
-        raise ValueError(f"content must be 'exposures' or 'engagements', got {content!r}")
-    prev = previous_pair_row(user_id, author_id, request_idx)
-    stored = np.ones(len(user_id), bool) if content == "exposures" else engaged.astype(bool)
-    # entries_before[i]: stored events of this user strictly before row i (rows are sorted).
-    user_start = np.ones(len(user_id), dtype=bool)
-    user_start[1:] = user_id[1:] != user_id[:-1]
-    cum = np.cumsum(stored) - stored
-    entries_before = cum - cum[np.flatnonzero(user_start)][np.cumsum(user_start) - 1]
-    request_start = user_start.copy()
-    request_start[1:] |= request_idx[1:] != request_idx[:-1]
-    first_row_of_request = np.maximum.accumulate(np.where(request_start, np.arange(len(prev)), 0))
-    seen_at_request = entries_before[first_row_of_request]  # stored events visible at request t
-    has_prev = prev >= 0
-    safe_prev = np.where(has_prev, prev, 0)
-    newer = seen_at_request - entries_before[safe_prev]  # stored events from prev onwards
-    return has_prev & stored[safe_prev] & (newer <= sequence_length)
+    n = len(user_id)
+    prev = previous_pair_row(user_id, author_id, request_idx) if previous is None else previous
+    stored = np.ones(n, bool) if config.content == "exposures" else engaged.astype(bool)
+    events = np.flatnonzero(stored)  # table rows of stored events, in (user, time) order
+    user_start = group_starts(user_id)
+    request_first = np.maximum.accumulate(np.where(group_starts(user_id, request_idx),
+                                                   np.arange(n), 0))
+    before = np.cumsum(stored) - stored  # stored events strictly before each row
+    visible_hi = before[request_first]
+    first_of_user = np.maximum.accumulate(np.where(user_start, np.arange(n), 0))
+    visible_lo = np.maximum(before[first_of_user], visible_hi - config.sequence_length)
+    t_last = np.where(prev >= 0, ts_ms[np.maximum(prev, 0)], ts_ms)
+    key, query = _time_keys(user_start, ts_ms, t_last, config.window_ms)
+    lo = np.maximum(np.searchsorted(key[events], query - config.window_ms), visible_lo)
+    hi = np.minimum(np.searchsorted(key[events], query + config.window_ms, "right"), visible_hi)
+    best = np.full(n, -1, dtype=np.int64)
+    best_dist = np.full(n, np.iinfo(np.int64).max)
+    for offset in range(int(np.max(hi - lo, initial=0))):
+        cand = np.minimum(lo + offset, max(len(events) - 1, 0))
+        row = events[cand] if len(events) else cand
+        dist = np.abs(ts_ms[row] - t_last)
+        ok = (lo + offset < hi) & (author_id[row] == author_id) & (dist <= best_dist)
+        best = np.where(ok, row, best)
+        best_dist = np.where(ok, dist, best_dist)
+    return np.where(prev >= 0, best, -1)
+
+
+def _time_keys(user_start: np.ndarray, ts_ms: np.ndarray, t_last: np.ndarray, window_ms: int):
+    """Sortable int64 keys ``user_block * span + (ts - t0)`` of every row, and the same key of
+    each row's T: one searchsorted then serves every user, and no window crosses users."""
+    if len(ts_ms) == 0:
+        return ts_ms.astype(np.int64), ts_ms.astype(np.int64)
+    t0 = int(ts_ms.min()) - window_ms
+    span = int(ts_ms.max()) - t0 + window_ms + 1
+    block = (np.cumsum(user_start) - 1).astype(np.int64)
+    if span * (int(block[-1]) + 1) >= 2**62:
+        raise ValueError("time span x users too large for one stitching block; split the file")
+    return block * span + (ts_ms - t0), block * span + (t_last - t0)
 
 
 def history_bucket(exposure_count: np.ndarray) -> np.ndarray:

@@ -11,8 +11,9 @@ from rliv_ray.actions import ActionGrid
 from rliv_ray.data import io
 from rliv_ray.data.ua_config import UAWorldConfig
 from rliv_ray.data.ua_generate import generate_ua_world
-from rliv_ray.data.ua_truth import discounted_returns, group_starts, next_in_group, pair_order
+from rliv_ray.data.ua_truth import discounted_returns, next_in_group, pair_order
 from rliv_ray.data.validate import validate_log
+from rliv_ray.grouping import group_starts
 
 SMALL = UAWorldConfig(n_users=100, n_authors=400, days=14, seed=3)
 

@@ -1,0 +1,105 @@
+"""Run one function over a list of work items, in-process or on Ray Data: the thin Ray shell.
+
+Each item is a dict of plain values (paths, numbers) and the function returns a JSON-able dict.
+:class:`LocalRunner` is the single-process reference; :class:`RayRunner` maps the same
+function over the items with Ray Data (one item per block, one task per item), locally with
+``ray.init()`` or on a cluster with ``address``. CPU budgets follow ``../shared/RLLIB_NOTES.md``:
+each task asks for one CPU and a local Ray gets exactly ``workers`` CPUs, so nothing waits on
+CPUs that do not exist (the silent hang of small machines).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+
+import numpy as np
+
+from rliv_ray.progress import Progress
+
+Work = Callable[..., dict]
+
+
+class LocalRunner:
+    """Calls the function on each item in this process, in order."""
+
+    workers = 0
+
+    def __init__(self, *, progress: bool = True):
+        self.progress = progress
+
+    def map(self, fn: Work, items: list[dict], desc: str, **kwargs) -> list[dict]:
+        out = []
+        with Progress(len(items), desc, unit="files", enabled=self.progress) as bar:
+            for item in items:
+                out.append(fn(**item, **kwargs))
+                bar.update(1)
+        return out
+
+    def close(self) -> None:
+        pass
+
+
+def _call_on_batch(batch: dict, fn: Work, kwargs: dict) -> dict:
+    """Ray Data batch (one item) -> one JSON string with the function's result."""
+    results = []
+    for i in range(len(next(iter(batch.values())))):
+        item = {key: _plain(values[i]) for key, values in batch.items()}
+        results.append(json.dumps(fn(**item, **kwargs)))
+    return {"result": np.array(results, dtype=object)}
+
+
+def _plain(value):
+    return value.item() if isinstance(value, np.generic) else value
+
+
+class RayRunner:
+    """Maps the function over items with Ray Data tasks (``workers`` at a time)."""
+
+    def __init__(self, workers: int, *, address: str | None = None, progress: bool = True):
+        import ray
+
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1 for Ray, got {workers}")
+        self.workers = workers
+        self._started = not ray.is_initialized()
+        quiet = {"log_to_driver": False, "logging_level": logging.INFO if progress
+                 else logging.WARNING}
+        if self._started:
+            if address:
+                ray.init(address=address, **quiet)
+            else:
+                ray.init(num_cpus=workers, include_dashboard=False, **quiet)
+        import ray.data
+
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = progress
+        if not progress:
+            logging.getLogger("ray.data").setLevel(logging.WARNING)
+        self._ray = ray
+
+    def map(self, fn: Work, items: list[dict], desc: str, **kwargs) -> list[dict]:
+        if not items:
+            return []
+        ds = self._ray.data.from_items(items, override_num_blocks=len(items))
+        mapped = ds.map_batches(
+            _call_on_batch, batch_size=1, batch_format="numpy", num_cpus=1,
+            compute=self._ray.data.TaskPoolStrategy(size=self.workers),
+            fn_kwargs={"fn": fn, "kwargs": kwargs},
+        )
+        return [json.loads(row["result"]) for row in mapped.take_all()]
+
+    def close(self) -> None:
+        if self._started:
+            self._ray.shutdown()
+
+
+def make_runner(workers: int, *, address: str | None = None,
+                progress: bool = True) -> LocalRunner | RayRunner:
+    """``workers = 0``: in-process reference; otherwise Ray Data with that many tasks."""
+    if workers < 0:
+        raise ValueError(f"workers must be >= 0, got {workers}")
+    if workers == 0 and address is None:
+        return LocalRunner(progress=progress)
+    return RayRunner(max(workers, 1), address=address, progress=progress)

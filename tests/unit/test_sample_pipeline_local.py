@@ -1,0 +1,88 @@
+"""The sample pipeline in-process (workers=0): outputs, bad input, edge cases."""
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from rliv_ray import schema as S
+from rliv_ray.cli import EXIT_INVALID, main
+from rliv_ray.data import io
+from rliv_ray.data.validate import LogValidationError
+from rliv_ray.mdp.asa import ASAConfig
+from rliv_ray.mdp.pipeline import asa_report, build_samples
+from rliv_ray.mdp.samples import SampleConfig
+from tests.logtables import make_log_table, write_log
+
+FAST_ASA = ASAConfig(epochs=2, hidden_sizes=(16,))
+
+
+def small_log(tmp_path, **kwargs):
+    table = make_log_table(n_users=12, requests_per_user=40, items_per_request=1, **kwargs)
+    return write_log(table, tmp_path / "logs", n_files=3), table
+
+
+def test_build_samples_writes_shards_model_and_manifest(tmp_path):
+    logs, table = small_log(tmp_path)
+    report = build_samples(logs, tmp_path / "out", config=SampleConfig(), asa_config=FAST_ASA,
+                           workers=0, progress=False)
+    out = tmp_path / "out"
+    shards = pq.read_table(out / "samples")
+    assert shards.num_rows == table.num_rows == report["samples_written"]
+    assert (out / "asa.pt").stat().st_size > 0
+    manifest = json.loads((out / io.MANIFEST).read_text())
+    assert manifest["input_bucketed_by_user"] is True
+    assert 0 < manifest["stitching"]["success_rate"] < 1
+    assert manifest["stitching"]["success_rate_by_history"]["first_contact"] == 0.0
+    assert set(manifest["table4"]) >= {"asa", "rule_based"}
+    assert not list(out.glob("_*"))  # scratch folders removed
+
+
+def test_no_asa_keeps_only_stitched_rows(tmp_path):
+    logs, _ = small_log(tmp_path)
+    report = build_samples(logs, tmp_path / "out", config=SampleConfig(mode="no_asa"),
+                           asa_config=FAST_ASA, workers=0, progress=False)
+    shards = pq.read_table(tmp_path / "out" / "samples")
+    assert shards[S.STITCHED].to_numpy(zero_copy_only=False).all()
+    assert shards.num_rows == report["samples_written"] < report["rows"]
+
+
+def test_invalid_log_fails_before_anything_is_written(tmp_path, capsys):
+    table = make_log_table()
+    bad = table.set_column(table.schema.get_field_index(S.CLICK), S.CLICK,
+                           pa.array(np.full(table.num_rows, 2, np.int8)))
+    logs = write_log(bad, tmp_path / "logs")
+    with pytest.raises(LogValidationError, match="click"):
+        build_samples(logs, tmp_path / "out", config=SampleConfig(), asa_config=FAST_ASA,
+                      workers=0, progress=False)
+    assert not (tmp_path / "out").exists()
+    assert main(["build-samples", str(logs), str(tmp_path / "out"), "--workers", "0",
+                 "--quiet"]) == EXIT_INVALID
+    assert "column 'click'" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["logs"]
+
+
+def test_empty_file_single_interaction_user_and_duplicate_timestamps(tmp_path):
+    table = make_log_table(n_users=10, requests_per_user=30, items_per_request=1, seed=4)
+    ts = table[S.TS_MS].to_numpy().copy()
+    ts[5] = ts[4]  # two requests of user 0 at the same millisecond
+    table = table.set_column(table.schema.get_field_index(S.TS_MS), S.TS_MS, pa.array(ts))
+    lonely = make_log_table(n_users=1, requests_per_user=1, items_per_request=1, seed=5)
+    lonely = lonely.set_column(lonely.schema.get_field_index(S.USER_ID), S.USER_ID,
+                               pa.array([99], pa.int64()))
+    logs = write_log(table, tmp_path / "logs", n_files=2)
+    pq.write_table(lonely, logs / "part-00007.parquet")
+    pq.write_table(table.slice(0, 0), logs / "part-00008.parquet")  # an empty partition
+    report = asa_report(logs, config=SampleConfig(), asa_config=FAST_ASA, workers=0,
+                        progress=False)
+    assert report["rows"] == table.num_rows + 1
+    assert report["stitching"]["rows_by_history"]["first_contact"] >= 1
+
+
+def test_nothing_stitchable_is_a_clear_error(tmp_path):
+    table = make_log_table(n_users=3, requests_per_user=1, items_per_request=1)
+    logs = write_log(table, tmp_path / "logs")
+    with pytest.raises(ValueError, match="no interaction could be stitched"):
+        asa_report(logs, config=SampleConfig(), asa_config=FAST_ASA, workers=0, progress=False)
