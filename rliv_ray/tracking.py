@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
@@ -43,10 +44,10 @@ class MLflowTracker:
         self._mlflow = mlflow_module
 
     def log_params(self, params: dict) -> None:
-        self._mlflow.log_params({k: str(v)[:500] for k, v in flatten(params).items()})
+        self._mlflow.log_params({mlflow_key(k): str(v)[:500] for k, v in flatten(params).items()})
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        clean = {k: float(v) for k, v in flatten(metrics).items() if _is_number(v)}
+        clean = {mlflow_key(k): float(v) for k, v in flatten(metrics).items() if _is_number(v)}
         self._mlflow.log_metrics(clean, step=step)
 
     def log_artifact(self, path: str | Path) -> None:
@@ -84,6 +85,11 @@ def flatten(data: dict, prefix: str = "", sep: str = "/") -> dict:
         else:
             out[name] = value
     return out
+
+
+def mlflow_key(key: str) -> str:
+    """A key MLflow accepts: ``+`` spelled ``plus``, other odd characters as ``_``."""
+    return re.sub(r"[^A-Za-z0-9_\-. :/]", "_", key.replace("+", "plus"))
 
 
 def _is_number(value) -> bool:

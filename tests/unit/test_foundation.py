@@ -101,9 +101,11 @@ def test_tracking_to_local_mlflow_store(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     with tracking_run(uri, "summary__test") as tracker:
         tracker.log_params({"world": {"seed": 3}})
-        tracker.log_metrics({"data": {"click_rate": 0.03, "note": "text is skipped"}})
+        tracker.log_metrics({"data": {"click_rate": 0.03, "note": "text is skipped",
+                                      "share_by_history": {"6+": 0.5}}})
     mlflow.set_tracking_uri(uri)
     runs = mlflow.search_runs(experiment_names=["rliv-ray"])
     assert runs.loc[0, "metrics.data/click_rate"] == pytest.approx(0.03)
     assert runs.loc[0, "params.world/seed"] == "3"
+    assert runs.loc[0, "metrics.data/share_by_history/6plus"] == pytest.approx(0.5)
     assert runs.loc[0, "tags.mlflow.runName"] == "summary__test"

@@ -86,3 +86,18 @@ def test_nothing_stitchable_is_a_clear_error(tmp_path):
     logs = write_log(table, tmp_path / "logs")
     with pytest.raises(ValueError, match="no interaction could be stitched"):
         asa_report(logs, config=SampleConfig(), asa_config=FAST_ASA, workers=0, progress=False)
+
+
+def test_cli_asa_report_and_build_samples(tmp_path, capsys):
+    logs, table = small_log(tmp_path)
+    common = ["--workers", "0", "--asa-epochs", "1", "--quiet"]
+    assert main(["asa-report", str(logs), "--sequence-length", "3", *common]) == 0
+    out = capsys.readouterr().out
+    assert "Table 4" in out and "rule_based" in out and "stitching can't reach" in out
+    assert main(["build-samples", str(logs), str(tmp_path / "s"), "--hybrid", *common]) == 0
+    assert f"wrote {table.num_rows:,} samples (hybrid)" in capsys.readouterr().out
+    manifest = json.loads((tmp_path / "s" / io.MANIFEST).read_text())
+    assert manifest["sample_config"]["mode"] == "hybrid"
+    assert main(["build-samples", str(logs), str(tmp_path / "t"), "--sequence-length", "0",
+                 *common]) == 2
+    assert "sequence_length must be >= 1, got 0" in capsys.readouterr().err
