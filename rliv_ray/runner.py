@@ -3,15 +3,17 @@
 Each item is a dict of plain values (paths, numbers) and the function returns a JSON-able dict.
 :class:`LocalRunner` is the single-process reference; :class:`RayRunner` maps the same
 function over the items with Ray Data (one item per block, one task per item), locally with
-``ray.init()`` or on a cluster with ``address``. CPU budgets follow ``../shared/RLLIB_NOTES.md``:
-each task asks for one CPU and a local Ray gets exactly ``workers`` CPUs, so nothing waits on
-CPUs that do not exist (the silent hang of small machines).
+``ray.init()`` or on a cluster with ``address`` (or ``$RAY_ADDRESS``, which Ray Jobs set).
+CPU budgets follow ``../shared/RLLIB_NOTES.md``: each task asks for one CPU and a local Ray
+gets exactly ``workers`` CPUs, so nothing waits on CPUs that do not exist (the silent hang of
+small machines).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Callable
 
 import numpy as np
@@ -66,6 +68,7 @@ class RayRunner:
         self._started = not ray.is_initialized()
         quiet = {"log_to_driver": False, "logging_level": logging.INFO if progress
                  else logging.WARNING}
+        address = address or os.environ.get("RAY_ADDRESS")  # set inside `ray job submit`
         if self._started:
             if address:
                 ray.init(address=address, **quiet)
