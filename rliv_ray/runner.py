@@ -88,7 +88,7 @@ class RayRunner:
         ds = self._ray.data.from_items(items, override_num_blocks=len(items))
         mapped = ds.map_batches(
             _call_on_batch, batch_size=1, batch_format="numpy", num_cpus=1,
-            compute=self._ray.data.TaskPoolStrategy(size=self.workers),
+            compute=self._ray.data.TaskPoolStrategy(size=min(self.workers, len(items))),
             fn_kwargs={"fn": fn, "kwargs": kwargs},
         )
         return [json.loads(row["result"]) for row in mapped.take_all()]
