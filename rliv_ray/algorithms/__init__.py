@@ -1,0 +1,1 @@
+"""RL algorithms: RLIV-UA and SL-MGAC (RLlib shells around pure losses)."""
