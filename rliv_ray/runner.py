@@ -72,8 +72,8 @@ class RayRunner:
         if self._started:
             if address:
                 ray.init(address=address, **quiet)
-            else:
-                ray.init(num_cpus=workers, include_dashboard=False, **quiet)
+            else:  # "local": a new Ray of our own, never a cluster that happens to be running
+                ray.init(address="local", num_cpus=workers, include_dashboard=False, **quiet)
         import ray.data
 
         ctx = ray.data.DataContext.get_current()
