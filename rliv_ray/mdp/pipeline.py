@@ -299,7 +299,7 @@ def predict_bucket(path: str, index: int, model: bytes, config: SM.SampleConfig,
     predicted = predictor.predict(prep.states, prep.actions, prep.rewards)
     rule = rule_based_next_state(prep.states, prep.actions, prep.rewards, layout)
     has_next = prep.next_row >= 0
-    unreachable = has_next & (prep.stitched_next() < 0)
+    unreachable = has_next & (prep.stitched_next < 0)
     errors = {}
     for name, rows in (("all", has_next), ("unreachable", unreachable)):
         if rows.any():

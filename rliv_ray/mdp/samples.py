@@ -68,17 +68,11 @@ class PreparedLog:
     gap: np.ndarray  # (n,) Delta in the user's requests, 0 at first contact
     stitched_prev: np.ndarray  # (n,) row stitched as this row's previous interaction, or -1
     next_row: np.ndarray  # (n,) the pair's next interaction in the full log, or -1
+    stitched_next: np.ndarray  # (n,) the first row stitched back to this one, or -1
 
     @property
     def rows(self) -> int:
         return self.table.num_rows
-
-    def stitched_next(self) -> np.ndarray:
-        """For each row j, a row i stitched back to it (the first one), or -1."""
-        out = np.full(self.rows, -1, dtype=np.int64)
-        i = np.flatnonzero(self.stitched_prev >= 0)[::-1]  # reversed: the first i wins
-        out[self.stitched_prev[i]] = i
-        return out
 
 
 def prepare(table: pa.Table, config: SampleConfig) -> PreparedLog:
@@ -93,11 +87,16 @@ def prepare(table: pa.Table, config: SampleConfig) -> PreparedLog:
     engaged = rewards.max(axis=1) > 0
     stitched_prev = stitch(user, author, request, table[S.TS_MS].to_numpy(), engaged,
                            config.stitch, previous=prev)
-    next_row = np.full(len(prev), -1, dtype=np.int64)
-    has_prev = np.flatnonzero(prev >= 0)[::-1]  # first next interaction wins
-    next_row[prev[has_prev]] = has_prev
     return PreparedLog(table, build_states(table, gap), table[S.ACTION].to_numpy(), rewards,
-                       gap, stitched_prev, next_row)
+                       gap, stitched_prev, _first_successor(prev), _first_successor(stitched_prev))
+
+
+def _first_successor(predecessor: np.ndarray) -> np.ndarray:
+    """Invert a row -> predecessor link: each row's first successor, or -1."""
+    out = np.full(len(predecessor), -1, dtype=np.int64)
+    rows = np.flatnonzero(predecessor >= 0)[::-1]  # reversed: the first successor wins
+    out[predecessor[rows]] = rows
+    return out
 
 
 def sort_by_user(table: pa.Table) -> pa.Table:
@@ -138,7 +137,7 @@ def stitch_stats(prep: PreparedLog) -> dict:
 def sample_table(prep: PreparedLog, predicted_next: np.ndarray | None, layout: StateLayout,
                  config: SampleConfig, absent_rewards: tuple[str, ...] = ()) -> pa.Table:
     """The RL sample shard of one file (``rl_sample_schema``), in the configured mode."""
-    nxt = prep.stitched_next()
+    nxt = prep.stitched_next
     stitched = nxt >= 0
     true_next = prep.states[np.maximum(nxt, 0)]
     if config.mode == "no_asa":

@@ -46,7 +46,7 @@ def test_prepare_links_each_interaction_to_its_pair_neighbours(table):
     assert (user[nxt] == user[has_next]).all() and (author[nxt] == author[has_next]).all()
     assert (nxt > has_next).all()
     # With an unbounded exposure sequence every next interaction stitches back.
-    assert np.array_equal(prep.stitched_next() >= 0, prep.next_row >= 0)
+    assert np.array_equal(prep.stitched_next >= 0, prep.next_row >= 0)
     tuples = SM.asa_tuples(prep)
     assert tuples.num_rows == int((prep.stitched_prev >= 0).sum())
 
@@ -70,7 +70,7 @@ def test_sample_table_modes(table, mode):
     true = np.stack(shard[S.TRUE_NEXT_STATE].to_numpy(zero_copy_only=False))
     assert np.isnan(true[~stitched]).all() and np.isfinite(true[stitched]).all()
     if mode == "no_asa":
-        assert stitched.all() and shard.num_rows == int((prep.stitched_next() >= 0).sum())
+        assert stitched.all() and shard.num_rows == int((prep.stitched_next >= 0).sum())
     else:
         assert shard.num_rows == table.num_rows and 0 < stitched.sum() < len(stitched)
         expect_asa = ~stitched if mode == "hybrid" else np.ones(len(stitched), bool)
