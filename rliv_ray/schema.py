@@ -248,3 +248,25 @@ def arrow_to_matrix(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
     array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     values = array.flatten().to_numpy(zero_copy_only=False)
     return values.reshape(len(array), array.type.list_size).astype(np.float32, copy=True)
+
+
+# --- Live-stream allocation log (SL-MGAC): one row per feed request ------------------------------
+# Shared columns: REQUEST_ID, USER_REQUEST_IDX, TS_MS, USER_ID, USER_FEATURES, ACTION (0/1 here:
+# 1 = a live stream was injected), BEHAVIOR_PROB (logging policy's P(logged action)).
+LIVE_ID = "live_id"  # int64, the candidate live stream of this request (-1 when none is on air)
+LIVE_FEATURES = "live_features"  # fixed-size list<float32>, the candidate's features
+LIVE_HISTORY = "live_history"  # fixed-size list<int32>[50], last live streams watched, -1 = pad
+VIDEO_HISTORY = "video_history"  # fixed-size list<int32>[50], last videos watched, -1 = pad
+LIVE_WATCH_3W_S = "live_watch_3w_s"  # float32, live watch time over the past 3 weeks (groups)
+LIVE_CLICK = "live_click"  # int8, the injected stream was clicked (0 when action = 0)
+LIVE_WATCH_S = "live_watch_s"  # float32 >= 0, T^l (0 when action = 0)
+VIDEO_WATCH_S = "video_watch_s"  # float32 >= 0, T^v: all video watch time of the request
+N_VIDEOS = "n_videos"  # int16 >= 1, n: videos in the request
+SESSION_END = "session_end"  # bool, the user left the app after this request
+HISTORY_LENGTH = 50  # SL-MGAC section 4.1: the 50 most recent live and video items
+NEXT_PREFIX = "next_"  # SL-MGAC samples: the user's next request, e.g. next_live_features
+
+
+def next_column(column: str) -> str:
+    """The column of an SL-MGAC sample holding ``column`` of the user's next request."""
+    return f"{NEXT_PREFIX}{column}"
