@@ -7,6 +7,7 @@
     rliv check-world                        does the synthetic world reward long-term thinking?
     rliv build-samples LOGS OUT             stitching + ASA -> RL sample shards (Ray Data)
     rliv asa-report LOGS                    stitching rates, ASA vs rule (Table 4), epsilon
+    rliv train rliv-ua SAMPLES --out DIR    RLIV-UA with RLlib: checkpoints, metrics, scorer.pt
 
 Errors are one line on stderr and a non-zero exit status; nothing partial is ever written.
 """
@@ -269,6 +270,10 @@ def build_parser() -> argparse.ArgumentParser:
             "seeds. Exit 1 if the oracle does not clearly beat both.")
     p.add_argument("--seeds", type=int, default=3, help="number of seeds (default 3)")
     _add_world_options(p)
+
+    from rliv_ray.cli_train import add_train_parser
+
+    add_train_parser(sub, _parse_override)
 
     p = add("convert-kuairand", cmd_convert_kuairand,
             "Convert the published KuaiRand CSV files (Pure, 1K or 27K) into the log schema, "

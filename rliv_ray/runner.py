@@ -56,6 +56,23 @@ def _plain(value):
     return value.item() if isinstance(value, np.generic) else value
 
 
+def start_ray(*, address: str | None, num_cpus: int, progress: bool) -> bool:
+    """Join ``address`` (or ``$RAY_ADDRESS``) or start a private local Ray with ``num_cpus``
+    logical CPUs; nothing if Ray is already up. True when this call started or joined Ray."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    quiet = {"log_to_driver": False, "logging_level": logging.INFO if progress
+             else logging.WARNING}
+    address = address or os.environ.get("RAY_ADDRESS")  # set inside `ray job submit`
+    if address:
+        ray.init(address=address, **quiet)
+    else:  # "local": a new Ray of our own, never a cluster that happens to be running
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **quiet)
+    return True
+
+
 class RayRunner:
     """Maps the function over items with Ray Data tasks (``workers`` at a time)."""
 
@@ -65,15 +82,7 @@ class RayRunner:
         if workers < 1:
             raise ValueError(f"workers must be >= 1 for Ray, got {workers}")
         self.workers = workers
-        self._started = not ray.is_initialized()
-        quiet = {"log_to_driver": False, "logging_level": logging.INFO if progress
-                 else logging.WARNING}
-        address = address or os.environ.get("RAY_ADDRESS")  # set inside `ray job submit`
-        if self._started:
-            if address:
-                ray.init(address=address, **quiet)
-            else:  # "local": a new Ray of our own, never a cluster that happens to be running
-                ray.init(address="local", num_cpus=workers, include_dashboard=False, **quiet)
+        self._started = start_ray(address=address, num_cpus=workers, progress=progress)
         import ray.data
 
         ctx = ray.data.DataContext.get_current()

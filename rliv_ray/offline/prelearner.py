@@ -33,15 +33,27 @@ class ShardError(ValueError):
     """A sample shard that cannot be trained on; the message names the column."""
 
 
+def required_columns(next_state: str = "asa") -> tuple[str, ...]:
+    """The columns training reads; w/o ASA also the stitched flag and the true next state."""
+    return _REQUIRED + ((S.STITCHED, S.TRUE_NEXT_STATE) if next_state == "stitched" else ())
+
+
 def shard_batch_to_arrays(batch: pa.Table, *, n_actions: int | None = None,
+                          next_state: str = "asa",
                           module_id: str = DEFAULT_MODULE_ID) -> dict[str, np.ndarray]:
-    """One Arrow batch of an RL sample shard as the learner's flat dict of arrays."""
-    missing = [c for c in _REQUIRED if c not in batch.column_names]
+    """One Arrow batch of an RL sample shard as the learner's flat dict of arrays.
+
+    ``next_state="stitched"`` is the w/o-ASA buffer (EQUATIONS 2.1(j)): only the rows whose
+    next state stitching found, with that true next state.
+    """
+    missing = [c for c in required_columns(next_state) if c not in batch.column_names]
     if missing:
         raise ShardError(f"sample shard lacks column '{missing[0]}' (is it an rliv sample "
                          f"shard? columns: {batch.column_names})")
+    if next_state == "stitched":
+        batch = batch.filter(batch[S.STITCHED])
     obs = _finite(batch, S.STATE)
-    new_obs = _finite(batch, S.NEXT_STATE)
+    new_obs = _finite(batch, S.TRUE_NEXT_STATE if next_state == "stitched" else S.NEXT_STATE)
     actions = batch[S.ACTION].to_numpy().astype(np.int64)
     if n_actions is not None and len(actions) and (actions.min() < 0 or actions.max() >= n_actions):
         bad = int(np.flatnonzero((actions < 0) | (actions >= n_actions))[0])
@@ -78,7 +90,9 @@ class ColumnarPreLearner(OfflinePreLearner):
 
     def __init__(self, *, config=None, spaces=None, module_state=None, **kwargs):
         self.n_actions = getattr(config, "n_actions", None)
+        self.next_state = getattr(config, "next_state", "asa")
 
     def __call__(self, batch) -> dict[str, np.ndarray]:
         table = batch if isinstance(batch, pa.Table) else pa.table(batch)
-        return shard_batch_to_arrays(table, n_actions=self.n_actions)
+        return shard_batch_to_arrays(table, n_actions=self.n_actions,
+                                     next_state=self.next_state)

@@ -50,8 +50,12 @@ class BatchedLinear(nn.Module):
         nn.init.uniform_(self.weight, -bound, bound)
         nn.init.uniform_(self.bias, -bound, bound)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.baddbmm(self.bias, x, self.weight)
+    def forward(self, x: torch.Tensor, heads: torch.Tensor | None = None) -> torch.Tensor:
+        """All heads, or only ``heads`` (H',) indices with x of shape (H', B, in)."""
+        if heads is None:
+            return torch.baddbmm(self.bias, x, self.weight)
+        return torch.baddbmm(self.bias.index_select(0, heads), x,
+                             self.weight.index_select(0, heads))
 
 
 class BatchedMLP(nn.Module):
@@ -64,12 +68,15 @@ class BatchedMLP(nn.Module):
         self.layers = nn.ModuleList(BatchedLinear(heads, a, b)
                                     for a, b in zip(sizes, sizes[1:], strict=False))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, in) shared by every head, or (H, B, in) per head -> (H, B, out)."""
+    def forward(self, x: torch.Tensor, heads: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, in) shared by every head, or (H, B, in) per head -> (H, B, out).
+
+        ``heads`` (H',) runs only those heads (x then shared or (H', B, in)) -> (H', B, out).
+        """
         if x.dim() == 2:
-            x = x.unsqueeze(0).expand(self.heads, -1, -1)
+            x = x.unsqueeze(0).expand(self.heads if heads is None else heads.shape[0], -1, -1)
         for i, layer in enumerate(self.layers):
-            x = layer(x)
+            x = layer(x, heads)
             if i < len(self.layers) - 1:
                 x = torch.relu(x)
         return x

@@ -35,7 +35,9 @@ class NetworkSpec:
     n_critics: int = 2
     hidden: tuple[int, ...] = (64, 64)
     embedding_dim: int = 32
-    id_buckets: int = 1 << 20
+    id_buckets: int = 1 << 16
+    """Rows of each hashed id table: memory is bounded whatever the number of ids (dense Adam
+    updates every row, so each update costs O(id_buckets * embedding_dim))."""
     max_gap_bucket: int = 20
     supervised_split: bool = True
     """Q = R_hat + gamma * T_hat (Eq. 13); False is the w/o-SL ablation."""
@@ -101,12 +103,27 @@ class RLIVUANetwork(nn.Module):
         first = state[:, self.spec.gap_index + 1] > 0.5
         return torch.where(first, torch.zeros_like(bucket), bucket)
 
+    def embed(self, user_id: torch.Tensor, author_id: torch.Tensor,
+              state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """H = [h_u; h_a; h_s; h_gap] (B, 4E) and the static [h_u; h_a] (B, 2E) (Fig. 4)."""
+        static = torch.cat([self.user(user_id), self.author(author_id)], dim=1)
+        return torch.cat([static, self.dense(state), self.gap(self.gap_bucket(state))],
+                         dim=1), static
+
+    def tower_heads(self, h: torch.Tensor, towers: torch.Tensor | None = None) -> torch.Tensor:
+        """Head outputs (T', R + K, B, A) of all towers, or of the tower positions ``towers``."""
+        per_tower = self.spec.reward_heads + self.spec.n_critics
+        heads = None
+        if towers is not None:
+            offsets = torch.arange(per_tower, device=h.device)
+            heads = (towers.unsqueeze(1) * per_tower + offsets).reshape(-1)
+        out = self.heads(h, heads)  # (T' * (R + K), B, A)
+        return out.unflatten(0, (-1, per_tower))
+
     def forward(self, user_id: torch.Tensor, author_id: torch.Tensor,
                 state: torch.Tensor) -> Heads:
-        h_u, h_a = self.user(user_id), self.author(author_id)  # (B, E) each
-        h = torch.cat([h_u, h_a, self.dense(state), self.gap(self.gap_bucket(state))], dim=1)
-        out = self.heads(h)  # (T * (R + K), B, A)
-        t, r, k = len(self.spec.towers), self.spec.reward_heads, self.spec.n_critics
-        out = out.view(t, r + k, *out.shape[1:])
-        gift = self.assist(torch.cat([h_u, h_a], dim=1)).squeeze(-1) if self.assist else None
+        h, static = self.embed(user_id, author_id, state)
+        out = self.tower_heads(h)
+        r = self.spec.reward_heads
+        gift = self.assist(static).squeeze(-1) if self.assist else None
         return Heads(out[:, :r] if r else None, out[:, r:], gift)

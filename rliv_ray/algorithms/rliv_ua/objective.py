@@ -19,7 +19,7 @@ from rliv_ray.algorithms.rliv_ua.losses import (
     reward_residual_loss,
     total_loss,
 )
-from rliv_ray.algorithms.rliv_ua.network import RLIVUANetwork
+from rliv_ray.algorithms.rliv_ua.network import Heads, RLIVUANetwork
 
 OBS, NEXT_OBS, ACTIONS = "obs", "new_obs", "actions"
 
@@ -30,17 +30,35 @@ def _taken(values: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
     return values.gather(-1, index).squeeze(-1)
 
 
+def forward_heads(net: RLIVUANetwork, batch: dict[str, torch.Tensor],
+                  column: str = OBS) -> Heads:
+    """The network's heads on the batch's states (``obs``) or next states (``new_obs``)."""
+    return net(batch[S.USER_ID], batch[S.AUTHOR_ID], batch[column])
+
+
 def rliv_ua_loss(net: RLIVUANetwork, target: RLIVUANetwork, batch: dict[str, torch.Tensor],
                  gamma: float) -> tuple[torch.Tensor, dict[str, float]]:
-    """Total loss L (Eq. 15) and metrics keyed ``loss/td/<tower>``, ``q/mean/<tower>``, ..."""
-    ids = (batch[S.USER_ID], batch[S.AUTHOR_ID])
-    out = net(*ids, batch[OBS])
+    """Total loss L (Eq. 15) and its metrics, running both networks on the batch."""
+    out = forward_heads(net, batch)
     with torch.no_grad():
-        next_q_online = net(*ids, batch[NEXT_OBS]).q(gamma)  # (T, K, B, A)
-        next_q_target = target(*ids, batch[NEXT_OBS]).q(gamma)
+        next_online = forward_heads(net, batch, NEXT_OBS)
+        next_target = forward_heads(target, batch, NEXT_OBS)
+    return loss_from_heads(out, next_online, next_target, batch, net.spec.towers, gamma)
+
+
+def loss_from_heads(out: Heads, next_online: Heads, next_target: Heads,
+                    batch: dict[str, torch.Tensor], labels: tuple[str, ...],
+                    gamma: float) -> tuple[torch.Tensor, dict[str, float]]:
+    """Total loss L (Eq. 15) and metrics keyed ``loss/td/<tower>``, ``q/mean/<tower>``, ...
+
+    ``out`` are the online heads on s (with gradients), ``next_online`` and ``next_target``
+    the online and target heads on s' (no gradients): the learner's forward pass computes the
+    first two, so that multi-learner (DDP) training sees every online forward.
+    """
+    next_q_online, next_q_target = next_online.q(gamma), next_target.q(gamma)  # (T, K, B, A)
     actions = batch[ACTIONS].long()
     towers: dict[str, TowerLoss] = {}
-    for t, label in enumerate(net.spec.towers):
+    for t, label in enumerate(labels):
         reward = batch[S.reward_column(label)].float()
         y = double_dqn_target(reward, next_q_online[t], next_q_target[t], gamma)
         residual = _taken(out.residual[t], actions)  # (K, B)

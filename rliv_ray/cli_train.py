@@ -1,0 +1,109 @@
+"""``rliv train ALGORITHM ...``: the training subcommands (kept apart from the data ones).
+
+    rliv train rliv-ua SAMPLES --out DIR [--iterations N] [--num-learners N] [--address ADDR]
+                                         [--resume] [--set FIELD=VALUE ...] [--ablation NAME]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+
+EXIT_INVALID, EXIT_USAGE = 1, 2
+
+
+def add_train_parser(sub, parse_override) -> None:
+    train = sub.add_parser("train", help="Train an offline RL algorithm with RLlib.",
+                           description="Train an offline RL algorithm with RLlib.")
+    algorithms = train.add_subparsers(dest="algorithm", required=True, metavar="ALGORITHM")
+    p = algorithms.add_parser(
+        "rliv-ua", help="RLIV-UA on sample shards from `rliv build-samples`.",
+        description="RLIV-UA (multi-task critics, reward/residual split, gift assistance) on "
+        "the sample shards of `rliv build-samples`, with RLlib. Writes OUT/checkpoints (every "
+        "--checkpoint-every iterations), OUT/metrics.jsonl, OUT/scorer.pt (serving without "
+        "Ray) and OUT/train.json. A NaN loss stops training and keeps the last good checkpoint.")
+    p.set_defaults(func=cmd_train_rliv_ua)
+    p.add_argument("samples", help="build-samples output directory, or a folder of shards")
+    p.add_argument("--out", required=True, help="training output directory")
+    p.add_argument("--iterations", type=int, default=20, help="RLlib iterations (default 20)")
+    p.add_argument("--updates-per-iteration", type=int, default=100,
+                   help="gradient updates per iteration and learner (default 100)")
+    p.add_argument("--checkpoint-every", type=int, default=5,
+                   help="iterations between checkpoints (default 5; the last is always saved)")
+    p.add_argument("--num-learners", type=int, default=0, help="0: learn in this process; "
+                   "N >= 1: N remote learners (DDP when N > 1) (default 0)")
+    p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a "
+                   "private local Ray)")
+    p.add_argument("--ablation", default="full", help="a paper variant: full, wo_mt, wo_sl, "
+                   "wo_mt_sl, wo_al, wo_al_sl, wo_asa (default full)")
+    p.add_argument("--set", action="append", type=parse_override, metavar="FIELD=VALUE",
+                   help="an RLIVUAConfig.training() field, e.g. gamma=0.8, lr=3e-4, "
+                   'towers=["follow","gift"]; repeatable')
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--stream", action="store_true", help="stream shards from Parquet every "
+                   "epoch instead of keeping them in Ray's object store (logs larger than RAM)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT's latest checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="start again, replacing OUT")
+    p.add_argument("--tracking-uri", help="MLflow URI, e.g. sqlite:////abs/path/mlflow.db "
+                   "(default: $RLIV_TRACKING_URI, else none)")
+    p.add_argument("--quiet", action="store_true", help="no per-iteration lines")
+
+
+def cmd_train_rliv_ua(args: argparse.Namespace) -> int:
+    from rliv_ray.algorithms.rliv_ua.config import ABLATIONS
+    from rliv_ray.algorithms.rliv_ua.train import TrainSettings, train_rliv_ua
+    from rliv_ray.offline.prelearner import ShardError
+    from rliv_ray.train_loop import LoopSettings, TrainingDiverged
+
+    if args.ablation not in ABLATIONS:
+        return _fail(f"unknown ablation '{args.ablation}' (choose from {sorted(ABLATIONS)})",
+                     EXIT_USAGE)
+    training = {**ABLATIONS[args.ablation], **dict(args.set or [])}
+    try:
+        settings = TrainSettings(
+            loop=LoopSettings(iterations=args.iterations, checkpoint_every=args.checkpoint_every,
+                              progress=not args.quiet),
+            updates_per_iteration=args.updates_per_iteration, num_learners=args.num_learners,
+            address=args.address, seed=args.seed, materialize=not args.stream,
+            training=training)
+        report = train_rliv_ua(args.samples, args.out, settings, resume=args.resume,
+                               overwrite=args.overwrite, tracking_uri=args.tracking_uri)
+    except ShardError as err:
+        return _fail(str(err), EXIT_INVALID)
+    except TrainingDiverged as err:
+        return _fail(str(err), EXIT_INVALID)
+    except Exception as err:  # noqa: BLE001 - a worker's ShardError arrives wrapped by Ray
+        shard = _shard_error(err)
+        if shard is None:
+            raise
+        return _fail(shard, EXIT_INVALID)
+    metrics = report["metrics"]
+    print(json.dumps({"iterations": report["iteration"], "updates": report["updates"],
+                      "loss": metrics.get("loss/total"), "checkpoint": report["checkpoint"],
+                      "scorer": report["scorer"]}, indent=2))
+    return 0
+
+
+def _shard_error(err: BaseException) -> str | None:
+    """The message of a ShardError raised in a Ray Data worker. Ray wraps it (a Tune
+    ``SkipExceptions``, a Ray Data ``UserCodeException``), so the chain and the texts of its
+    links are searched."""
+    from rliv_ray.offline.prelearner import ShardError
+
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, ShardError):
+            return str(err).strip().splitlines()[-1]
+        found = re.search(rf"{ShardError.__name__}: (.+)", str(err))
+        if found:
+            return found.group(1).strip()
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"rliv train: error: {message}", file=sys.stderr)
+    return code

@@ -1,0 +1,108 @@
+"""What a directory of RL sample shards holds, read from Parquet footers before Ray starts.
+
+``rliv build-samples`` writes ``OUT/samples/part-*.parquet`` with the state's feature names,
+the sample mode and the rewards the source lacks in the schema metadata. Training reads
+those here, so a wrong directory or a foreign file fails at once with the file and column.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from rliv_ray import schema as S
+from rliv_ray.mdp.samples import META_ABSENT_REWARDS, META_MODE, META_STATE_NAMES
+from rliv_ray.mdp.state import GAP_STATE_NAMES
+from rliv_ray.offline.prelearner import ShardError, required_columns
+
+GAP_STATE = f"gap/{GAP_STATE_NAMES[0]}"
+SAMPLES_SUBDIR = "samples"
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    files: tuple[Path, ...]
+    state_names: tuple[str, ...]
+    mode: str
+    absent_rewards: tuple[str, ...]
+    rows: int
+
+    @property
+    def state_dim(self) -> int:
+        return len(self.state_names)
+
+    @property
+    def gap_index(self) -> int:
+        return self.state_names.index(GAP_STATE)
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """The reward labels the source has (KuaiRand has no gift)."""
+        return tuple(label for label in S.LABELS if label not in self.absent_rewards)
+
+
+def shard_files(path: str | Path) -> list[Path]:
+    """``path/samples/*.parquet`` (a build-samples output), ``path/*.parquet``, or one file."""
+    root = Path(path)
+    if root.is_file():
+        return [root]
+    if not root.is_dir():
+        raise ShardError(f"{root}: no such sample directory")
+    base = root / SAMPLES_SUBDIR if (root / SAMPLES_SUBDIR).is_dir() else root
+    files = sorted(p for p in base.glob("*.parquet") if not p.name.startswith((".", "_")))
+    if not files:
+        raise ShardError(f"{base}: no Parquet sample shards (run `rliv build-samples` first)")
+    return files
+
+
+def inspect_shards(path: str | Path, *, next_state: str = "asa") -> ShardInfo:
+    """Check every shard's schema and agree on one state layout; raise ShardError if not."""
+    files = shard_files(path)
+    first: ShardInfo | None = None
+    rows = 0
+    for file in files:
+        try:
+            meta = pq.read_metadata(file)
+        except (OSError, pa.ArrowInvalid) as exc:
+            raise ShardError(f"{file}: not a readable Parquet file ({exc})") from None
+        schema = meta.schema.to_arrow_schema()
+        info = _info(file, schema)
+        _check_columns(file, schema, info.state_dim, next_state)
+        if first is not None and info.state_names != first.state_names:
+            raise ShardError(f"{file}: column '{S.STATE}' has features {info.state_names}, but "
+                             f"{files[0].name} has {first.state_names}")
+        first = first or info
+        rows += meta.num_rows
+    return ShardInfo(tuple(files), first.state_names, first.mode, first.absent_rewards, rows)
+
+
+def _info(file: Path, schema: pa.Schema) -> ShardInfo:
+    metadata = schema.metadata or {}
+    if META_STATE_NAMES not in metadata:
+        raise ShardError(f"{file}: column '{S.STATE}' has no feature names in the schema "
+                         "metadata (is it an rliv sample shard?)")
+    names = tuple(json.loads(metadata[META_STATE_NAMES]))
+    if GAP_STATE not in names:
+        raise ShardError(f"{file}: column '{S.STATE}' lacks the gap feature '{GAP_STATE}'")
+    absent = tuple(json.loads(metadata.get(META_ABSENT_REWARDS, b"[]")))
+    return ShardInfo((file,), names, metadata.get(META_MODE, b"asa").decode(), absent, 0)
+
+
+def _check_columns(file: Path, schema: pa.Schema, state_dim: int, next_state: str) -> None:
+    for column in required_columns(next_state):
+        if column not in schema.names:
+            raise ShardError(f"{file}: sample shard lacks column '{column}'")
+    for column in (S.STATE, S.NEXT_STATE):
+        kind = schema.field(column).type
+        if not (pa.types.is_fixed_size_list(kind) and kind.list_size == state_dim
+                and pa.types.is_floating(kind.value_type)):
+            raise ShardError(f"{file}: column '{column}' must be a fixed-size list of "
+                             f"{state_dim} floats, got {kind}")
+    for column in (S.ACTION, S.USER_ID, S.AUTHOR_ID):
+        if not pa.types.is_integer(schema.field(column).type):
+            raise ShardError(f"{file}: column '{column}' must be an integer, got "
+                             f"{schema.field(column).type}")

@@ -1,0 +1,314 @@
+"""Serving RLIV-UA: pick each candidate's ranking weight and re-rank a request (plain torch).
+
+For one request of user u with N <= 300 candidates (EQUATIONS.md 2.2, "Serving"):
+
+    Q(i, a)  = sum_l omega_l * min_k Q_l^k(H_{u,i}, a)      chosen towers l, Eq. 9, 2.1(l)
+    a_i      = argmax_a Q(i, a); with probability epsilon a_i ~ U(A)   per candidate, 2.1(f)
+    final_i  = rank_score_i * (c + a_i * w) ** b                        Eq. 1
+    expose the top-K candidates by final_i
+
+One tower (effective view offline, 2.1(h2)) is the default; a weighted mix of towers' Q (for
+example follow 0.5 + gift 0.5 for revenue) is the other reading of 2.1(l). Only the chosen
+towers' heads are evaluated: all four towers cost about four times as much.
+
+**Export format** (``FORMAT_VERSION`` 1): one TorchScript file written by
+:func:`export_scorer` with ``torch.jit.trace`` (the trace is checked at other candidate
+counts and tower sets, and a ``TracerWarning`` is an error). Its ``forward`` is
+
+    forward(user_id (N,) int64, author_id (N,) int64, state (N, state_dim) float32,
+            tower_index (T',) int64) -> (T', N, A) float32:  min_k Q_l^k for the towers
+            meta["towers"][tower_index], with gamma baked in
+
+and the extra file ``rliv_meta.json`` holds ``format_version``, ``towers``, ``gamma``,
+``state_dim``, ``n_actions`` and ``action_grid`` (``weights``, ``c``, ``w``, ``b``). It loads
+without rliv_ray:
+
+    import json, torch
+    extra = {"rliv_meta.json": ""}
+    module = torch.jit.load(path, map_location="cpu", _extra_files=extra)
+    meta = json.loads(extra["rliv_meta.json"])
+    with torch.inference_mode():
+        q = module(user_ids, author_ids, states, torch.arange(len(meta["towers"])))
+
+``torch.jit`` is deprecated from torch 2.13 (it still works; ``torch.export`` is its successor).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from rliv_ray.actions import ActionGrid
+from rliv_ray.algorithms.rliv_ua.losses import clipped_double_q
+from rliv_ray.algorithms.rliv_ua.network import Heads, RLIVUANetwork
+from rliv_ray.schema import LABELS
+
+FORMAT_VERSION = 1
+META_FILE = "rliv_meta.json"
+TRACE_CANDIDATES = (7, 1, 13)
+"""Candidate counts the export traces with (first) and checks the trace against (others)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServingConfig:
+    """How a request is scored; gamma and the action grid come with the model."""
+
+    top_k: int
+    """How many candidates a request exposes (fewer when it has fewer)."""
+    tower_weights: Mapping[str, float] | tuple[tuple[str, float], ...] = (("effective_view", 1.0),)
+    """Towers whose min-over-critics Q picks the action, with their weights omega_l (2.1(l));
+    stored as a tuple of (tower, weight) pairs."""
+    epsilon: float = 0.1
+    """Per-candidate probability of a uniformly random action (2.1(f))."""
+    max_candidates: int = 300
+    """Largest number of candidates a request may carry."""
+
+    def __post_init__(self) -> None:
+        pairs = self.tower_weights
+        pairs = tuple(pairs.items()) if isinstance(pairs, Mapping) else tuple(pairs)
+        if not pairs or not all(isinstance(p, tuple | list) and len(p) == 2 for p in pairs):
+            raise ValueError(f"tower_weights must be non-empty (tower, weight) pairs, "
+                             f"got {self.tower_weights!r}")
+        towers = tuple(str(t) for t, _ in pairs)
+        unknown = [t for t in towers if t not in LABELS]
+        if unknown:
+            raise ValueError(f"tower_weights names unknown towers {unknown}; known: {LABELS}")
+        if len(set(towers)) != len(towers):
+            raise ValueError(f"tower_weights repeats a tower: {towers}")
+        weights = tuple(float(w) for _, w in pairs)
+        if not all(math.isfinite(w) and w > 0 for w in weights):
+            raise ValueError(f"tower_weights must be finite and > 0, got {dict(pairs)}")
+        if not 0.0 <= self.epsilon <= 1.0:
+            raise ValueError(f"epsilon must be in [0, 1], got {self.epsilon}")
+        if self.max_candidates < 1:
+            raise ValueError(f"max_candidates must be >= 1, got {self.max_candidates}")
+        if not 1 <= self.top_k <= self.max_candidates:
+            raise ValueError(f"top_k must be in [1, max_candidates={self.max_candidates}], "
+                             f"got {self.top_k}")
+        object.__setattr__(self, "tower_weights", tuple(zip(towers, weights, strict=True)))
+
+    @property
+    def towers(self) -> tuple[str, ...]:
+        return tuple(t for t, _ in self.tower_weights)
+
+    @property
+    def weights(self) -> tuple[float, ...]:
+        return tuple(w for _, w in self.tower_weights)
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """The exposed candidates of one request, best first (K = min(top_k, N))."""
+
+    indices: np.ndarray  # (K,) int64 positions in the request's candidate list
+    actions: np.ndarray  # (K,) int64 action indices into the grid
+    weights: np.ndarray  # (K,) float32 ranking weights a
+    final_scores: np.ndarray  # (K,) float64 Eq. 1 scores, non-increasing
+    explored: np.ndarray  # (K,) bool: the action was drawn uniformly, not greedy
+
+
+class TowerQ(nn.Module):
+    """min_k Q_l^k(H, .) of chosen towers, (T', N, A): the module :func:`export_scorer` traces.
+
+    Evaluates only the heads of the towers in ``tower_index`` (positions in ``towers``) by
+    selecting their slices of the batched head weights; otherwise the network's own forward.
+    """
+
+    def __init__(self, net: RLIVUANetwork, gamma: float, towers: tuple[str, ...]):
+        super().__init__()
+        spec = net.spec
+        missing = [t for t in towers if t not in spec.towers]
+        if not towers or missing or len(set(towers)) != len(towers):
+            raise ValueError(f"towers must be distinct towers of the model {spec.towers}, got "
+                             f"{towers} ({missing} unknown)")
+        self.net, self.gamma, self.towers = net, float(gamma), tuple(towers)
+        self.reward_heads = spec.reward_heads
+        self.register_buffer("slot", torch.tensor([spec.towers.index(t) for t in towers]),
+                             persistent=False)
+
+    def forward(self, user_id: torch.Tensor, author_id: torch.Tensor, state: torch.Tensor,
+                tower_index: torch.Tensor) -> torch.Tensor:
+        h, _ = self.net.embed(user_id, author_id, state)
+        out = self.net.tower_heads(h, self.slot.index_select(0, tower_index))  # (T', R+K, N, A)
+        r = self.reward_heads
+        q = Heads(out[:, :r] if r else None, out[:, r:], None).q(self.gamma)  # (T', K, N, A)
+        return clipped_double_q(q.transpose(0, 1))  # (T', N, A)
+
+
+class Scorer:
+    """Scores and re-ranks one request's candidates with a Q module (see the module docstring).
+
+    ``q_module(user_id (N,), author_id (N,), state (N, D), tower_index (T',)) -> (T', N, A)``
+    gives min-over-critics Q of the towers ``towers[tower_index]``, as :class:`TowerQ` and the
+    exported file do. ``rng`` (a Generator or a seed) draws the exploration.
+    """
+
+    def __init__(self, q_module: nn.Module, *, towers: tuple[str, ...], state_dim: int,
+                 grid: ActionGrid, config: ServingConfig,
+                 rng: np.random.Generator | int | None = None):
+        missing = [t for t in config.towers if t not in towers]
+        if missing:
+            raise ValueError(f"tower_weights names towers {missing} that the model lacks; "
+                             f"it has {tuple(towers)}")
+        self.q_module, self.towers, self.state_dim = q_module, tuple(towers), state_dim
+        self.grid, self.config = grid, config
+        self.rng = np.random.default_rng(rng)
+        self._tower_index = torch.tensor([self.towers.index(t) for t in config.towers])
+        self._mix = torch.tensor(config.weights, dtype=torch.float32)  # (T',)
+
+    @classmethod
+    def from_network(cls, net: RLIVUANetwork, *, gamma: float, grid: ActionGrid,
+                     config: ServingConfig, rng: np.random.Generator | int | None = None
+                     ) -> Scorer:
+        """An in-memory scorer of a trained network (no export)."""
+        _check_model(net, gamma, grid)
+        return cls(TowerQ(net, gamma, net.spec.towers), towers=net.spec.towers,
+                   state_dim=net.spec.state_dim, grid=grid, config=config, rng=rng)
+
+    def q_values(self, user_id: int, author_ids: np.ndarray, states: np.ndarray) -> np.ndarray:
+        """sum_l omega_l * min_k Q_l^k(H_{u,i}, a) for every candidate and action, (N, A)."""
+        user, authors, states_t = _request_tensors(user_id, author_ids, states,
+                                                   self.state_dim, self.config.max_candidates)
+        return self._mixed_q(user, authors, states_t).numpy()
+
+    def rank(self, user_id: int, author_ids: np.ndarray, states: np.ndarray,
+             rank_scores: np.ndarray) -> Ranking:
+        """Greedy-or-explored action per candidate, Eq. 1 scores, the top-K best first."""
+        user, authors, states_t = _request_tensors(user_id, author_ids, states,
+                                                   self.state_dim, self.config.max_candidates)
+        scores = np.asarray(rank_scores, dtype=np.float64)
+        if scores.shape != (authors.shape[0],) or not np.isfinite(scores).all():
+            raise ValueError(f"rank_scores must be ({authors.shape[0]},) finite values, got "
+                             f"shape {scores.shape}")
+        greedy = self._mixed_q(user, authors, states_t).argmax(dim=1).numpy()  # (N,)
+        actions, explored = self._explore(greedy)
+        final = self.grid.final_score(scores, actions)  # (N,)
+        order = np.argsort(-final, kind="stable")[: self.config.top_k]
+        return Ranking(order, actions[order], self.grid.weight(actions[order]), final[order],
+                       explored[order])
+
+    def _mixed_q(self, user: torch.Tensor, authors: torch.Tensor,
+                 states: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            q = self.q_module(user, authors, states, self._tower_index)  # (T', N, A)
+            if q.shape[-1] != self.grid.size:
+                raise ValueError(f"the model scores {q.shape[-1]} actions but the grid has "
+                                 f"{self.grid.size}")
+            return torch.tensordot(self._mix, q, dims=1)  # (N, A)
+
+    def _explore(self, greedy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each candidate's action: uniform over the grid with probability epsilon."""
+        n = greedy.shape[0]
+        if self.config.epsilon == 0.0:
+            return greedy.astype(np.int64), np.zeros(n, dtype=bool)
+        explored = self.rng.random(n) < self.config.epsilon
+        uniform = self.rng.integers(self.grid.size, size=n)
+        return np.where(explored, uniform, greedy).astype(np.int64), explored
+
+
+def _request_tensors(user_id: int, author_ids: np.ndarray, states: np.ndarray, state_dim: int,
+                     max_candidates: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Validated (N,) user ids, (N,) author ids and (N, D) states of one request."""
+    uid = np.asarray(user_id)
+    if uid.ndim != 0 or uid.dtype.kind not in "iu":
+        raise ValueError(f"user_id must be one integer (one request = one user), got {user_id!r}")
+    authors = np.asarray(author_ids)
+    n = authors.shape[0] if authors.ndim == 1 else -1
+    if authors.dtype.kind not in "iu" or not 1 <= n <= max_candidates:
+        raise ValueError(f"author_ids must be a 1-D integer array of 1 to max_candidates="
+                         f"{max_candidates} ids, got shape {authors.shape} {authors.dtype}")
+    feats = np.asarray(states, dtype=np.float32)
+    if feats.shape != (n, state_dim):
+        raise ValueError(f"states must have shape ({n}, {state_dim}), got {feats.shape}")
+    if not np.isfinite(feats).all():
+        raise ValueError("states must be finite (found NaN or inf)")
+    return (torch.full((n,), int(uid), dtype=torch.int64),
+            torch.from_numpy(np.ascontiguousarray(authors, dtype=np.int64)),
+            torch.from_numpy(np.ascontiguousarray(feats)))
+
+
+def _check_model(net: RLIVUANetwork, gamma: float, grid: ActionGrid) -> None:
+    if not 0.0 <= gamma < 1.0:
+        raise ValueError(f"gamma must be in [0, 1), got {gamma}")
+    if grid.size != net.spec.n_actions:
+        raise ValueError(f"grid has {grid.size} actions but the network scores "
+                         f"{net.spec.n_actions}")
+
+
+def _trace_inputs(net: RLIVUANetwork, n_towers: int) -> list[tuple[torch.Tensor, ...]]:
+    """Inputs to trace with (the first) and to check the trace against: other candidate
+    counts and tower subsets, first contacts and repeat pairs, so every gap path runs."""
+    tower_sets = (torch.arange(n_towers), torch.tensor([n_towers - 1]),
+                  torch.arange(n_towers).flip(0))
+    inputs = []
+    for n, tower_index in zip(TRACE_CANDIDATES, tower_sets, strict=True):
+        g = torch.Generator().manual_seed(n)
+        state = torch.randn(n, net.spec.state_dim, generator=g)
+        state[:, net.spec.gap_index] = torch.log1p(torch.arange(n, dtype=torch.float32))
+        state[:, net.spec.gap_index + 1] = (torch.arange(n) == 0).float()
+        inputs.append((torch.full((n,), 3, dtype=torch.int64), torch.arange(n) * 7919, state,
+                       tower_index))
+    return inputs
+
+
+def export_scorer(net: RLIVUANetwork, path: str | os.PathLike, *, gamma: float,
+                  grid: ActionGrid, towers: tuple[str, ...] | None = None) -> Path:
+    """Write ``net``'s serving Q of ``towers`` (default: all) as one TorchScript file.
+
+    See the module docstring for the format. The trace is checked against eager outputs at
+    other candidate counts and tower subsets, so no shape is baked in.
+    """
+    _check_model(net, gamma, grid)
+    towers = tuple(towers) if towers is not None else net.spec.towers
+    module = TowerQ(net, gamma, towers)
+    examples = _trace_inputs(net, len(towers))
+    was_training = net.training
+    net.eval()
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("error", torch.jit.TracerWarning)
+            warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated",
+                                    category=DeprecationWarning)
+            traced = torch.jit.trace(module, examples[0], check_inputs=examples)
+            meta = {"format_version": FORMAT_VERSION, "towers": list(towers),
+                    "gamma": float(gamma), "state_dim": net.spec.state_dim,
+                    "n_actions": grid.size,
+                    "action_grid": {"weights": list(grid.weights), "c": grid.c, "w": grid.w,
+                                    "b": grid.b}}
+            path = Path(path)
+            torch.jit.save(traced, str(path), _extra_files={META_FILE: json.dumps(meta)})
+    finally:
+        net.train(was_training)
+    return path
+
+
+def read_meta(path: str | os.PathLike) -> tuple[torch.jit.ScriptModule, dict]:
+    """The exported module and its metadata; raises on an unknown format version."""
+    extra = {META_FILE: ""}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.load` is deprecated",
+                                category=DeprecationWarning)
+        module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+    meta = json.loads(extra[META_FILE] or "{}")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{path}: format_version {meta.get('format_version')!r} is not "
+                         f"{FORMAT_VERSION} (or {META_FILE} is missing)")
+    return module.eval(), meta
+
+
+def load_scorer(path: str | os.PathLike, config: ServingConfig, *,
+                rng: np.random.Generator | int | None = None) -> Scorer:
+    """A :class:`Scorer` over an exported file; needs no rliv_ray network code."""
+    module, meta = read_meta(path)
+    grid = ActionGrid(**meta["action_grid"])
+    return Scorer(module, towers=tuple(meta["towers"]), state_dim=meta["state_dim"],
+                  grid=grid, config=config, rng=rng)

@@ -1,0 +1,134 @@
+"""The iteration loop shared by our offline RLlib algorithms: metrics, checkpoints, resume.
+
+    OUT/checkpoints/iter_000010/     an RLlib checkpoint (Algorithm.save_to_path) plus
+                                     rliv_train.json (iteration, updates, last metrics)
+    OUT/checkpoints/latest           the name of the newest good checkpoint
+    OUT/metrics.jsonl                one line of metrics per iteration
+
+Every iteration's loss is checked: a NaN or infinite loss stops training with
+:class:`TrainingDiverged`, and no checkpoint is written after it, so ``latest`` stays the last
+good one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rliv_ray.tracking import NoOpTracker, Tracker
+
+CHECKPOINTS = "checkpoints"
+LATEST = "latest"
+STATE_FILE = "rliv_train.json"
+METRICS_FILE = "metrics.jsonl"
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the message names the last good checkpoint."""
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    iterations: int = 20
+    """RLlib iterations (``algo.train()`` calls) to reach, counting resumed ones."""
+    checkpoint_every: int = 5
+    """Write a checkpoint every this many iterations (and always after the last)."""
+    loss_key: str = "loss/total"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.iterations < 1 or self.checkpoint_every < 1:
+            raise ValueError(f"iterations and checkpoint_every must be >= 1, got "
+                             f"{self.iterations}, {self.checkpoint_every}")
+
+
+@dataclass(frozen=True)
+class Resumed:
+    checkpoint: Path
+    iteration: int
+    updates: int
+
+
+def latest_checkpoint(out: str | Path) -> Resumed | None:
+    """The newest good checkpoint under ``out``, or None when there is none."""
+    pointer = Path(out) / CHECKPOINTS / LATEST
+    if not pointer.exists():
+        return None
+    checkpoint = pointer.parent / pointer.read_text().strip()
+    state = json.loads((checkpoint / STATE_FILE).read_text())
+    return Resumed(checkpoint, state["iteration"], state["updates"])
+
+
+def learner_metrics(result: dict[str, Any], module_id: str = "default_policy") -> dict:
+    """Our loss and Q metrics of one ``algo.train()`` result (flat ``loss/...`` keys)."""
+    metrics = result.get("learners", {}).get(module_id, {})
+    return {k: float(v) for k, v in metrics.items() if k.startswith(("loss/", "q/", "td/"))}
+
+
+def run_iterations(algo, out: str | Path, settings: LoopSettings, *, updates_per_iteration: int,
+                   rows_per_update: int, start: Resumed | None = None,
+                   tracker: Tracker | None = None) -> dict[str, Any]:
+    """Train ``algo`` up to ``settings.iterations``; return the last metrics and the timing."""
+    out = Path(out)
+    tracker = tracker or NoOpTracker()
+    (out / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
+    iteration = start.iteration if start else 0
+    updates = start.updates if start else 0
+    metrics: dict[str, float] = {}
+    seconds = 0.0
+    while iteration < settings.iterations:
+        began = time.perf_counter()
+        result = algo.train()
+        took = time.perf_counter() - began
+        seconds += took
+        iteration += 1
+        updates += updates_per_iteration
+        metrics = learner_metrics(result)
+        loss = metrics.get(settings.loss_key, math.nan)
+        if not math.isfinite(loss):
+            good = latest_checkpoint(out)
+            raise TrainingDiverged(
+                f"training loss ({settings.loss_key}) is {loss} at iteration {iteration}; "
+                f"stopped. Last good checkpoint: "
+                f"{good.checkpoint if good else 'none (no checkpoint was written yet)'}. "
+                "Try a lower learning rate, or check the shards for extreme values.")
+        metrics["time/iteration_s"] = took
+        metrics["time/updates_per_s"] = updates_per_iteration / took
+        metrics["time/rows_per_s"] = updates_per_iteration * rows_per_update / took
+        tracker.log_metrics(metrics, step=iteration)
+        with (out / METRICS_FILE).open("a") as f:
+            f.write(json.dumps({"iteration": iteration, "updates": updates, **metrics}) + "\n")
+        if settings.progress:
+            _show(iteration, settings.iterations, metrics)
+        if iteration % settings.checkpoint_every == 0 or iteration == settings.iterations:
+            save_checkpoint(algo, out, iteration, updates, metrics)
+    return {"iteration": iteration, "updates": updates, "seconds": seconds, "metrics": metrics}
+
+
+def save_checkpoint(algo, out: Path, iteration: int, updates: int, metrics: dict) -> Path:
+    """Write ``OUT/checkpoints/iter_NNNNNN`` and point ``latest`` at it."""
+    name = f"iter_{iteration:06d}"
+    path = out / CHECKPOINTS / name
+    algo.save_to_path(str(path.resolve()))
+    state = {"iteration": iteration, "updates": updates, "metrics": metrics}
+    (path / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
+    pointer = out / CHECKPOINTS / LATEST
+    tmp = pointer.with_suffix(".tmp")
+    tmp.write_text(name + "\n")
+    tmp.replace(pointer)  # atomic: latest never names a half-written checkpoint
+    return path
+
+
+def _show(iteration: int, total: int, metrics: dict[str, float]) -> None:
+    towers = sorted(k.split("/")[-1] for k in metrics if k.startswith("loss/td/"))
+    td = " ".join(f"{t}={metrics[f'loss/td/{t}']:.4f}" for t in towers)
+    q = " ".join(f"{t}={metrics[f'q/mean/{t}']:.3f}" for t in towers if f"q/mean/{t}" in metrics)
+    sys.stderr.write(f"iter {iteration}/{total}  loss {metrics['loss/total']:.4f}  td[{td}]  "
+                     f"Q[{q}]  {metrics['time/updates_per_s']:.1f} updates/s "
+                     f"({metrics['time/rows_per_s']:,.0f} rows/s)\n")
+    sys.stderr.flush()
