@@ -70,6 +70,8 @@ def cmd_train_rliv_ua(args: argparse.Namespace) -> int:
             training=training)
         report = train_rliv_ua(args.samples, args.out, settings, resume=args.resume,
                                overwrite=args.overwrite, tracking_uri=args.tracking_uri)
+    except (FileExistsError, FileNotFoundError) as err:  # OUT not empty, nothing to resume
+        return _fail(str(err), EXIT_USAGE)
     except ShardError as err:
         return _fail(str(err), EXIT_INVALID)
     except TrainingDiverged as err:

@@ -1,0 +1,132 @@
+"""RLIV-UA through RLlib end to end: CLI, checkpoint -> resume equality, export, bad input."""
+
+import json
+import re
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from rliv_ray import schema as S
+from rliv_ray.algorithms.rliv_ua.train import TrainSettings, load_module, train_rliv_ua
+from rliv_ray.cli import main
+from rliv_ray.serving import ServingConfig, load_scorer
+from rliv_ray.train_loop import LoopSettings, TrainingDiverged, latest_checkpoint
+from tests.sampleshards import make_states, sample_table, write_shards
+
+pytestmark = pytest.mark.ray
+SMALL = {"train_batch_size_per_learner": 512, "id_buckets": 1024}
+
+
+@pytest.fixture(scope="module")
+def ray4():
+    """Four logical CPUs, as `rliv train` gives itself, so 2 remote learners fit."""
+    ray = pytest.importorskip("ray")
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False,
+             configure_logging=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    # One file, one batch: every update sees all 512 rows, so runs are comparable.
+    return write_shards(tmp_path_factory.mktemp("shards"), rows=512, files=1)
+
+
+def settings(iterations, **kwargs):
+    return TrainSettings(loop=LoopSettings(iterations=iterations, checkpoint_every=2,
+                                           progress=False),
+                         updates_per_iteration=3, training={**SMALL, **kwargs.pop("training", {})},
+                         **kwargs)
+
+
+def parameters(checkpoint):
+    return {k: v.clone() for k, v in load_module(checkpoint).state_dict().items()}
+
+
+def cli(*args):
+    small = [x for k, v in SMALL.items() for x in ("--set", f"{k}={v}")]
+    return main(["train", "rliv-ua", *map(str, args), "--updates-per-iteration", "3",
+                 "--checkpoint-every", "2", "--quiet", *small])
+
+
+def test_resume_gives_the_same_parameters_as_one_run(ray4, shards, tmp_path, capsys):
+    whole = train_rliv_ua(shards, tmp_path / "whole", settings(4))
+    assert (whole["iteration"], whole["updates"]) == (4, 12)
+
+    assert cli(shards, "--out", tmp_path / "split", "--iterations", "2") == 0
+    assert cli(shards, "--out", tmp_path / "split", "--iterations", "4") == 2
+    assert "pass --resume" in capsys.readouterr().err
+    assert cli(shards, "--out", tmp_path / "split", "--iterations", "4", "--resume") == 0
+    report = json.loads((tmp_path / "split" / "train.json").read_text())
+    assert report["resumed_from"].endswith("iter_000002") and report["updates"] == 12
+
+    first, second = parameters(whole["checkpoint"]), parameters(report["checkpoint"])
+    assert first.keys() == second.keys() and any(k.startswith("target.") for k in first)
+    for key in first:
+        torch.testing.assert_close(first[key], second[key], rtol=1e-5, atol=1e-6, msg=key)
+    initial = parameters(tmp_path / "split" / "checkpoints" / "iter_000002")
+    assert not torch.equal(initial["net.dense.weight"], first["net.dense.weight"])
+
+
+def test_exported_scorer_matches_the_rllib_module(ray4, shards, tmp_path):
+    report = train_rliv_ua(shards, tmp_path / "out", settings(1))
+    module = load_module(report["checkpoint"])
+    scorer = load_scorer(report["scorer"], ServingConfig(top_k=5, epsilon=0.0))
+    rng = np.random.default_rng(0)
+    states = make_states(np.where(rng.random(300) < 0.5, 1.0, -1.0), rng)
+    authors = rng.integers(0, 20, 300)
+    batch = {"obs": torch.from_numpy(states), S.USER_ID: torch.full((300,), 7),
+             S.AUTHOR_ID: torch.from_numpy(authors)}
+    with torch.no_grad():
+        expected = module._forward_inference(batch)
+    q = scorer.q_values(7, authors, states)
+    np.testing.assert_allclose(q, expected["q"].numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(q.argmax(axis=1), expected["actions"].numpy())
+
+
+def test_nan_in_a_shard_names_the_column_and_row(ray4, tmp_path, capsys):
+    table = sample_table(256)
+    state = S.arrow_to_matrix(table[S.STATE])
+    state[17, 2] = np.nan
+    index = table.schema.get_field_index(S.STATE)
+    table = table.set_column(index, table.schema.field(index), S.vectors_to_arrow(state))
+    (tmp_path / "bad").mkdir()
+    pq.write_table(table, tmp_path / "bad" / "part-0.parquet")
+    assert cli(tmp_path / "bad", "--out", tmp_path / "out", "--iterations", "1") == 1
+    assert "column 'state', row 17: NaN" in capsys.readouterr().err
+
+
+def test_action_outside_the_grid_names_the_column(ray4, tmp_path, capsys):
+    table = sample_table(256)
+    actions = table[S.ACTION].to_numpy().copy()
+    actions[5] = 9
+    index = table.schema.get_field_index(S.ACTION)
+    table = table.set_column(index, table.schema.field(index), pa.array(actions, pa.int16()))
+    (tmp_path / "bad").mkdir()
+    pq.write_table(table, tmp_path / "bad" / "part-0.parquet")
+    assert cli(tmp_path / "bad", "--out", tmp_path / "out", "--iterations", "1") == 1
+    assert "column 'action', row 5: action 9 is outside the grid of 5" in capsys.readouterr().err
+
+
+def test_a_diverging_loss_stops_training(ray4, shards, tmp_path):
+    run = settings(4, training={"lr": 1e30})
+    run = TrainSettings(**{**run.__dict__, "loop": LoopSettings(iterations=4, checkpoint_every=1,
+                                                                progress=False)})
+    with pytest.raises(TrainingDiverged, match=r"is (nan|inf) at iteration (\d); stopped") as err:
+        train_rliv_ua(shards, tmp_path / "out", run)
+    diverged = int(re.search(r"at iteration (\d)", str(err.value)).group(1))
+    good = latest_checkpoint(tmp_path / "out")
+    assert (good.iteration if good else 0) == diverged - 1  # nothing saved after the NaN
+    assert f"Last good checkpoint: {good.checkpoint if good else 'none'}" in str(err.value)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("learners", [1, 2])
+def test_remote_learners_train_and_checkpoint(ray4, shards, tmp_path, learners):
+    report = train_rliv_ua(shards, tmp_path / "out", settings(1, num_learners=learners))
+    assert report["updates"] == 3 and np.isfinite(report["metrics"]["loss/total"])
+    assert load_module(report["checkpoint"]).spec.state_dim == 6

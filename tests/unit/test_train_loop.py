@@ -1,0 +1,84 @@
+"""The shared training loop with a stand-in algorithm: checkpoints, NaN stop, resume."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from rliv_ray.train_loop import (
+    CHECKPOINTS,
+    METRICS_FILE,
+    LoopSettings,
+    TrainingDiverged,
+    latest_checkpoint,
+    run_iterations,
+)
+
+
+class FakeAlgo:
+    """Returns the given losses, one per train(); save_to_path writes a marker file."""
+
+    def __init__(self, losses):
+        self.losses = list(losses)
+        self.saved = []
+
+    def train(self):
+        loss = self.losses.pop(0)
+        return {"learners": {"default_policy": {"loss/total": loss, "loss/td/click": loss / 2,
+                                                "q/mean/click": 1.0, "other": 3.0}}}
+
+    def save_to_path(self, path):
+        self.saved.append(path)
+        Path(path).mkdir(parents=True)
+
+
+def run(algo, out, iterations, every=2, start=None):
+    return run_iterations(algo, out, LoopSettings(iterations=iterations, checkpoint_every=every,
+                                                  progress=False),
+                          updates_per_iteration=10, rows_per_update=4, start=start)
+
+
+def test_checkpoints_every_k_and_at_the_end(tmp_path):
+    algo = FakeAlgo([1.0, 0.9, 0.8, 0.7, 0.6])
+    result = run(algo, tmp_path, 5)
+    assert [p.split("/")[-1] for p in algo.saved] == ["iter_000002", "iter_000004",
+                                                      "iter_000005"]
+    latest = latest_checkpoint(tmp_path)
+    assert (latest.iteration, latest.updates) == (5, 50)
+    assert result["metrics"]["loss/total"] == 0.6 and "other" not in result["metrics"]
+    lines = [json.loads(x) for x in (tmp_path / METRICS_FILE).read_text().splitlines()]
+    assert [x["iteration"] for x in lines] == [1, 2, 3, 4, 5]
+    assert lines[0]["time/rows_per_s"] == pytest.approx(lines[0]["time/updates_per_s"] * 4)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    algo = FakeAlgo([1.0, 0.9, 0.8, math.nan, 0.5])
+    with pytest.raises(TrainingDiverged, match=r"is nan at iteration 4.*iter_000002"):
+        run(algo, tmp_path, 5)
+    assert latest_checkpoint(tmp_path).checkpoint.name == "iter_000002"
+    assert len(algo.saved) == 1
+
+
+def test_nan_before_any_checkpoint_says_so(tmp_path):
+    with pytest.raises(TrainingDiverged, match="none \\(no checkpoint"):
+        run(FakeAlgo([math.inf]), tmp_path, 3)
+
+
+def test_resume_counts_from_the_checkpoint(tmp_path):
+    run(FakeAlgo([1.0, 0.9]), tmp_path, 2)
+    start = latest_checkpoint(tmp_path)
+    algo = FakeAlgo([0.8, 0.7])
+    result = run(algo, tmp_path, 4, start=start)
+    assert (result["iteration"], result["updates"]) == (4, 40)
+    assert sorted(p.name for p in (tmp_path / CHECKPOINTS).iterdir()) == [
+        "iter_000002", "iter_000004", "latest"]
+
+
+def test_no_checkpoint_means_nothing_to_resume(tmp_path):
+    assert latest_checkpoint(tmp_path) is None
+
+
+def test_settings_are_validated():
+    with pytest.raises(ValueError, match="iterations and checkpoint_every"):
+        LoopSettings(iterations=0)
