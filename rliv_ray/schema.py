@@ -270,3 +270,93 @@ NEXT_PREFIX = "next_"  # SL-MGAC samples: the user's next request, e.g. next_liv
 def next_column(column: str) -> str:
     """The column of an SL-MGAC sample holding ``column`` of the user's next request."""
     return f"{NEXT_PREFIX}{column}"
+
+
+# --- Live-stream allocation log: schemas and helpers (SL-MGAC) ---------------------------------
+META_LIVE_FEATURES = b"rliv.live_feature_names"
+DONE = "done"  # bool, SL-MGAC samples: the transition ends the trajectory (session end or last)
+NO_LIVE = -1  # LIVE_ID of a request with no live stream on air (action must be 0)
+HISTORY_PAD = -1  # padding of LIVE_HISTORY / VIDEO_HISTORY
+# Latent quantities a simulator hands to oracle policies (never logged).
+TRUE_LIVE_AFFINITY = "true_live_affinity"  # the user's current latent live affinity
+TRUE_EXPECTED_LIVE_WATCH_S = "true_expected_live_watch_s"  # E[T^l | inject]
+TRUE_EXPECTED_VIDEO_WATCH_PER_VIDEO_S = "true_expected_video_watch_per_video_s"  # E[T^v/n | inject]
+
+NEXT_STATE_COLUMNS: tuple[str, ...] = (
+    USER_FEATURES, LIVE_FEATURES, LIVE_HISTORY, VIDEO_HISTORY, LIVE_ID, USER_GROUP,
+    LIVE_WATCH_S, VIDEO_WATCH_S, N_VIDEOS, ACTION,
+)
+"""Columns of the user's next request copied into an SL-MGAC sample as ``next_<column>``: the
+next state, plus its logged action and watch times (the bins of EQUATIONS.md 1.12)."""
+
+
+def id_vector(n: int) -> pa.DataType:
+    """The Arrow type of a fixed-size list of ``n`` int32 ids (behaviour histories)."""
+    return pa.list_(pa.int32(), n)
+
+
+def live_log_schema(
+    user_feature_names: list[str],
+    live_feature_names: list[str],
+    *,
+    history_length: int = HISTORY_LENGTH,
+    source: str = "unknown",
+) -> pa.Schema:
+    """The live-stream allocation log: one row per feed request (SL-MGAC Eq. 1-5 inputs)."""
+    fields = [
+        pa.field(REQUEST_ID, pa.int64(), nullable=False),
+        pa.field(USER_REQUEST_IDX, pa.int64(), nullable=False),
+        pa.field(TS_MS, pa.int64(), nullable=False),
+        pa.field(USER_ID, pa.int64(), nullable=False),
+        pa.field(USER_FEATURES, feature_vector(len(user_feature_names)), nullable=False),
+        pa.field(LIVE_ID, pa.int64(), nullable=False),
+        pa.field(LIVE_FEATURES, feature_vector(len(live_feature_names)), nullable=False),
+        pa.field(LIVE_HISTORY, id_vector(history_length), nullable=False),
+        pa.field(VIDEO_HISTORY, id_vector(history_length), nullable=False),
+        pa.field(LIVE_WATCH_3W_S, pa.float32(), nullable=False),
+        pa.field(ACTION, pa.int8(), nullable=False),
+        pa.field(BEHAVIOR_PROB, pa.float32(), nullable=False),
+        pa.field(LIVE_CLICK, pa.int8(), nullable=False),
+        pa.field(LIVE_WATCH_S, pa.float32(), nullable=False),
+        pa.field(VIDEO_WATCH_S, pa.float32(), nullable=False),
+        pa.field(N_VIDEOS, pa.int16(), nullable=False),
+        pa.field(SESSION_END, pa.bool_(), nullable=False),
+    ]
+    metadata = {
+        META_USER_FEATURES: json.dumps(list(user_feature_names)),
+        META_LIVE_FEATURES: json.dumps(list(live_feature_names)),
+        META_SOURCE: source,
+    }
+    return pa.schema(fields, metadata=metadata)
+
+
+LIVE_LOG_COLUMNS: tuple[str, ...] = tuple(live_log_schema([], []).names)
+"""Every column of the live-stream allocation log, in file order."""
+
+
+def live_sample_schema(log: pa.Schema) -> pa.Schema:
+    """An SL-MGAC sample row: the log row, its user group, ``done`` and the next request's
+    :data:`NEXT_STATE_COLUMNS` as ``next_<column>`` (types taken from the log schema ``log``)."""
+    group = pa.field(USER_GROUP, pa.int16(), nullable=False)
+    fields = [*(log.field(name) for name in LIVE_LOG_COLUMNS), group,
+              pa.field(DONE, pa.bool_(), nullable=False)]
+    for name in NEXT_STATE_COLUMNS:
+        dtype = group.type if name == USER_GROUP else log.field(name).type
+        fields.append(pa.field(next_column(name), dtype, nullable=False))
+    return pa.schema(fields, metadata=log.metadata)
+
+
+def ids_to_arrow(matrix: np.ndarray) -> pa.FixedSizeListArray:
+    """An (n, k) integer matrix as a fixed-size ``list<int32>`` array of n rows."""
+    matrix = np.asarray(matrix, dtype=np.int32)
+    if matrix.ndim != 2:
+        raise ValueError(f"expected an (n, k) matrix, got shape {matrix.shape}")
+    flat = pa.array(np.ascontiguousarray(matrix).ravel())
+    return pa.FixedSizeListArray.from_arrays(flat, matrix.shape[1])
+
+
+def arrow_to_ids(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A fixed-size ``list<int32>`` column as a writable (n, k) int32 matrix."""
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    values = array.flatten().to_numpy(zero_copy_only=False)
+    return values.reshape(len(array), array.type.list_size).astype(np.int32, copy=True)

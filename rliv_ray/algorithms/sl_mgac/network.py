@@ -1,0 +1,306 @@
+"""SL-MGAC's network in plain torch (sl-mgac.txt Fig. 2, Eq. 6-13; EQUATIONS.md 1.7-1.13).
+
+    e_u = W_u x_user,  e_s = W_s x_live + E_live[live_id],  q = [e_u; e_s]
+    h^l = sum_j alpha^l_j e^l_j,  alpha^l = softmax_j g_l(q, e^l_j)      (Eq. 6, DIN-style g)
+    h   = MLP_[256,128]([e_u; e_s; h^l; h^v])                            shared by all heads
+    actor:     pi(.|s) = softmax(f_theta(LN(sg(h)), g))                   (B, 2)
+    critic i:  rho^l_i = sigma(f^l_psi_i(LN_i(h), g)), rho^v_i likewise   (B, 8) each (Eq. 10)
+               T_xi_i(s, .) = f_xi_i(LN_i(h), g)                          (B, 2)     (Eq. 8)
+
+Every f(z, g) is a multi-group network (MGN): K towers, f(z, g) = sum_k 1[g = k] MLP_k(z),
+all towers of all critics run as one :class:`BatchedMLP` and the user's tower is gathered.
+
+Output layout. The reward R(s, a) = a (T^l - beta T^v / n) is 0 at a = 0 and only its a = 1
+value is predicted, so the RPN has no action axis: per critic and watch time it gives n = 8
+proportions, one per bin (Table 4's [.., 8]); which bin is read is a property of the row (the
+stored bin of the observed time, ``bin_source="logged"``) or predicted by 8 more logits
+(``bin_source="predicted"``, output width 16). The QRN gives T(s, a) for both actions (2) and
+the actor two logits. w/o DD the RPN gives the watch time in seconds (width 1); w/o SL there is
+no RPN and the QRN's two outputs are Q itself. Q = R + gamma T is assembled by the objective.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from rliv_ray.algorithms.common.blocks import BatchedMLP, HashedEmbedding
+from rliv_ray.algorithms.sl_mgac.bins import LIVE_BINS, VIDEO_BINS, WatchTimeBins
+
+LIVE_SALT, VIDEO_SALT = 11, 12
+N_ACTIONS = 2
+MG_MODES = ("towers", "group_embedding")
+BIN_SOURCES = ("logged", "predicted")
+VIDEO_TIMES = ("request", "per_video")
+RHO_ACTIVATIONS = ("sigmoid", "clamp")
+
+
+@dataclass(frozen=True)
+class SLMGACSpec:
+    """Shapes and switches of the SL-MGAC network (defaults: paper section 4.3 and Table 4).
+
+    Table 2 ablations here: w/o MG (``multi_group=False``), w/o MG&DD (+ ``discretise=False``),
+    w/o MG&DD&SL (+ ``supervised_split=False``), w/o LN (``layer_norm=False``), w/o SG
+    (``stop_gradient=False``). w/o Q-norm, -0 (gamma = 0), -sep and -vanilla change the loss,
+    not the network: they are fields of ``objective.SLMGACSettings``; ``variants.variant``
+    maps every name of Tables 1-2 to both.
+    """
+
+    user_dim: int
+    """Width of ``user_features``."""
+    live_dim: int
+    """Width of ``live_features``."""
+    groups: int = 6
+    """K user groups by past live watch time (Table 4)."""
+    multi_group: bool = True
+    """MG-SD in every head; False is w/o MG (one tower, the group is not seen)."""
+    mg_mode: str = "towers"
+    """``towers``: K MLPs, the group picks one; ``group_embedding``: one MLP sees [z; E_g]."""
+    discretise: bool = True
+    """RPN predicts in-bin proportions (Eq. 9-11); False is w/o DD (seconds, Huber on T)."""
+    supervised_split: bool = True
+    """Q = R_psi + gamma T_xi (Eq. 8); False is w/o SL (the QRN outputs Q, no RPN)."""
+    layer_norm: bool = True
+    """LayerNorm on the input of the actor and of every critic; False is w/o LN."""
+    stop_gradient: bool = True
+    """The actor sees sg(h); False is w/o SG."""
+    n_critics: int = 2
+    """Clipped double Q (Eq. 7)."""
+    id_buckets: int = 5000
+    """The "5000-size embedding layer" (section 4.3): hash buckets per id table."""
+    embedding_dim: int = 16
+    """[I] not reported."""
+    attention_hidden: tuple[int, ...] = (32,)
+    """Hidden sizes of the DIN score FFN g over [q, e, q*e, q-e] [I]."""
+    attention_softmax: bool = True
+    """Normalise the scores with a softmax over the history (line 63) [I]; False: DIN's raw."""
+    shared_hidden: tuple[int, ...] = (256, 128)
+    actor_hidden: tuple[int, ...] = (64, 32)
+    """Table 4 prints [128, 63, 31, 2]: input 128, read as hidden [64, 32] (EQUATIONS 1.8)."""
+    rpn_hidden: tuple[int, ...] = (64, 32)
+    qrn_hidden: tuple[int, ...] = (64, 32)
+    live_bins: WatchTimeBins = LIVE_BINS
+    video_bins: WatchTimeBins = VIDEO_BINS
+    bin_source: str = "logged"
+    """Bins R_psi reads: ``logged`` one-hot of the observed time (Eq. 10; at a = 0 rows the live
+    bin is the zero bin, so R(s, 1) = -beta T_hat^v / n there, EQUATIONS 1.12) or ``predicted``
+    (8 more logits per time, R = sum_k p_k (L_k + rho_k (R_k - L_k))). Used with discretise."""
+    video_time: str = "request"
+    """Video bins hold T^v of the request (``request``) or T^v / n (``per_video``) [I]."""
+    rho_activation: str = "sigmoid"
+    """rho_hat = sigmoid(out) (EQUATIONS 1.12 [I]) or clamp(out, 0, 1)."""
+
+    def __post_init__(self) -> None:
+        for name in ("user_dim", "live_dim", "groups", "n_critics", "id_buckets",
+                     "embedding_dim"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("attention_hidden", "shared_hidden", "actor_hidden", "rpn_hidden",
+                     "qrn_hidden"):
+            sizes = tuple(getattr(self, name))
+            if (name == "shared_hidden" and not sizes) or any(s < 1 for s in sizes):
+                raise ValueError(f"{name} must hold positive layer sizes, got {sizes}")
+            object.__setattr__(self, name, sizes)
+        for name, allowed in (("mg_mode", MG_MODES), ("bin_source", BIN_SOURCES),
+                              ("video_time", VIDEO_TIMES),
+                              ("rho_activation", RHO_ACTIVATIONS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+
+    @property
+    def tower_groups(self) -> int:
+        """Towers per MGN: K in ``towers`` mode with MG, else 1."""
+        return self.groups if self.multi_group and self.mg_mode == "towers" else 1
+
+    def rpn_width(self, bins: WatchTimeBins) -> int:
+        """Outputs of one RPN MGN: n proportions (+ n bin logits), or 1 (seconds) w/o DD."""
+        if not self.discretise:
+            return 1
+        return bins.n_bins * (2 if self.bin_source == "predicted" else 1)
+
+
+class MultiGroupNetwork(nn.Module):
+    """N networks, each an MGN f_n(z, g) = sum_k 1[g = k] MLP_{n,k}(z) (EQUATIONS 1.8).
+
+    ``towers`` mode runs all N*K towers as one :class:`BatchedMLP` on every row and gathers the
+    row's group; ``group_embedding`` runs N MLPs on [z; E_n[g]]; ``single`` (w/o MG) N MLPs on z.
+    """
+
+    def __init__(self, networks: int, in_features: int, hidden: tuple[int, ...],
+                 out_features: int, groups: int, mode: str, group_dim: int):
+        super().__init__()
+        self.networks, self.groups, self.mode = networks, groups, mode
+        towers = groups if mode == "towers" else 1
+        extra = group_dim if mode == "group_embedding" else 0
+        self.mlp = BatchedMLP(networks * towers, in_features + extra, hidden, out_features)
+        self.group_embedding = (nn.Parameter(torch.randn(networks, groups, group_dim))
+                                if mode == "group_embedding" else None)  # nn.Embedding's init
+
+    def forward(self, z: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
+        """z (N, B, D) one input per network, group (B,) in [0, K) -> (N, B, out)."""
+        n, b, d = z.shape
+        if self.mode == "towers":
+            k = self.groups
+            out = self.mlp(z.unsqueeze(1).expand(n, k, b, d).reshape(n * k, b, d))
+            out = out.view(n, k, b, -1)
+            index = group.long().view(1, 1, b, 1).expand(n, 1, b, out.shape[-1])
+            return out.gather(1, index).squeeze(1)
+        if self.mode == "group_embedding":
+            z = torch.cat([z, self.group_embedding[:, group.long()]], dim=-1)
+        return self.mlp(z)
+
+
+class TargetAttention(nn.Module):
+    """DIN target attention (Eq. 6): h = sum_j alpha_j e_j over the non-padding items j.
+
+    alpha_j = softmax_j g(q', e_j) with g an FFN on [q', e_j, q' * e_j, q' - e_j] and q' a
+    projection of the query. Padding gets weight 0, so an all-padding history gives h = 0.
+    """
+
+    def __init__(self, query_dim: int, dim: int, hidden: tuple[int, ...], softmax: bool):
+        super().__init__()
+        self.softmax = softmax
+        self.query = nn.Linear(query_dim, dim)
+        self.score = BatchedMLP(1, 4 * dim, hidden, 1)
+
+    def forward(self, query: torch.Tensor, items: torch.Tensor,
+                mask: torch.Tensor) -> torch.Tensor:
+        """query (B, Q), items (B, L, d), mask (B, L) bool (True = real item) -> (B, d)."""
+        b, length, d = items.shape
+        q = self.query(query).unsqueeze(1).expand(b, length, d)
+        x = torch.cat([q, items, q * items, q - items], dim=-1).view(1, b * length, 4 * d)
+        score = self.score(x).view(b, length)
+        if self.softmax:
+            score = score.masked_fill(~mask, torch.finfo(score.dtype).min)
+            weight = torch.softmax(score, dim=-1) * mask  # all padding: uniform * 0 = 0
+        else:
+            weight = score * mask
+        return (weight.unsqueeze(-1) * items).sum(dim=1)
+
+
+@dataclass(frozen=True)
+class TimeHead:
+    """One watch time's RPN outputs for the C critics (exactly one of rho / seconds is set)."""
+
+    rho: torch.Tensor | None  # (C, B, n) in [0, 1], with discretise
+    bin_logits: torch.Tensor | None  # (C, B, n), with bin_source="predicted"
+    seconds: torch.Tensor | None  # (C, B) the watch time itself, w/o DD
+
+    def predicted_seconds(self, bins: WatchTimeBins,
+                          observed: torch.Tensor | None = None) -> torch.Tensor:
+        """T_hat (C, B): the stored bin of ``observed`` (B,) or the predicted bins (Eq. 10).
+
+        Predicted bin probabilities stand in for the stored one-hot e, which is data: they are
+        detached here and learn from their cross-entropy only (else the actor loss, through an
+        attached Q_tilde, rewrites them and the policy collapses to always inject).
+        """
+        if self.seconds is not None:
+            return self.seconds
+        if self.bin_logits is not None:
+            return bins.reconstruct(torch.softmax(self.bin_logits.detach(), dim=-1), self.rho)
+        if observed is None:
+            raise ValueError("bin_source='logged' needs the observed watch time of the row")
+        return bins.reconstruct(bins.one_hot(observed), self.rho)
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """Network outputs for a batch of B requests (a part not asked for is None)."""
+
+    logits: torch.Tensor | None  # (B, 2) actor logits
+    residual: torch.Tensor | None  # (C, B, 2): T_xi(s, a), or Q itself w/o SL
+    live: TimeHead | None  # None w/o SL
+    video: TimeHead | None
+
+
+class SLMGACNetwork(nn.Module):
+    """The shared feature extractor, the actor MGN and C critics (live/video RPN + QRN MGNs)."""
+
+    def __init__(self, spec: SLMGACSpec):
+        super().__init__()
+        self.spec = spec
+        d = spec.embedding_dim
+        self.user_proj = nn.Linear(spec.user_dim, d)
+        self.live_proj = nn.Linear(spec.live_dim, d)
+        self.live_ids = HashedEmbedding(spec.id_buckets, d, salt=LIVE_SALT)
+        self.video_ids = HashedEmbedding(spec.id_buckets, d, salt=VIDEO_SALT)
+        self.live_attention = TargetAttention(2 * d, d, spec.attention_hidden,
+                                              spec.attention_softmax)
+        self.video_attention = TargetAttention(2 * d, d, spec.attention_hidden,
+                                               spec.attention_softmax)
+        layers, width = [], 4 * d
+        for size in spec.shared_hidden:
+            layers += [nn.Linear(width, size), nn.ReLU()]
+            width = size
+        self.shared = nn.Sequential(*layers)
+        norm = (lambda: nn.LayerNorm(width)) if spec.layer_norm else nn.Identity
+        self.actor_norm = norm()
+        self.critic_norms = nn.ModuleList(norm() for _ in range(spec.n_critics))
+        mode = spec.mg_mode if spec.multi_group else "single"
+
+        def mgn(networks: int, hidden: tuple[int, ...], out: int) -> MultiGroupNetwork:
+            return MultiGroupNetwork(networks, width, hidden, out, spec.groups, mode, d)
+
+        c = spec.n_critics
+        self.actor = mgn(1, spec.actor_hidden, N_ACTIONS)
+        self.qrn = mgn(c, spec.qrn_hidden, N_ACTIONS)
+        self.rpn_live = (mgn(c, spec.rpn_hidden, spec.rpn_width(spec.live_bins))
+                         if spec.supervised_split else None)
+        self.rpn_video = (mgn(c, spec.rpn_hidden, spec.rpn_width(spec.video_bins))
+                          if spec.supervised_split else None)
+
+    def _ids(self, table: HashedEmbedding, ids: torch.Tensor) -> torch.Tensor:
+        """Embeddings of ids (...,) -> (..., d), zero where id < 0 (padding / no live)."""
+        keep = (ids >= 0).unsqueeze(-1)
+        return table(ids.clamp(min=0)) * keep
+
+    def features(self, user_features: torch.Tensor, live_features: torch.Tensor,
+                 live_id: torch.Tensor, live_history: torch.Tensor,
+                 video_history: torch.Tensor) -> torch.Tensor:
+        """h = MLP([e_u; e_s; h^l; h^v]) (B, shared_hidden[-1]) (section 3.1)."""
+        e_u = self.user_proj(user_features.float())  # (B, d)
+        e_s = self.live_proj(live_features.float()) + self._ids(self.live_ids, live_id)
+        q = torch.cat([e_u, e_s], dim=-1)  # (B, 2d)
+        h_l = self.live_attention(q, self._ids(self.live_ids, live_history), live_history >= 0)
+        h_v = self.video_attention(q, self._ids(self.video_ids, video_history),
+                                   video_history >= 0)
+        return self.shared(torch.cat([e_u, e_s, h_l, h_v], dim=-1))
+
+    def forward(self, user_features: torch.Tensor, live_features: torch.Tensor,
+                live_id: torch.Tensor, live_history: torch.Tensor, video_history: torch.Tensor,
+                user_group: torch.Tensor, *, actor: bool = True,
+                critics: bool = True) -> Outputs:
+        h = self.features(user_features, live_features, live_id, live_history, video_history)
+        logits = residual = live = video = None
+        if actor:
+            z = self.actor_norm(h.detach() if self.spec.stop_gradient else h)
+            logits = self.actor(z.unsqueeze(0), user_group)[0]
+        if critics:
+            z = torch.stack([norm(h) for norm in self.critic_norms])  # (C, B, D)
+            residual = self.qrn(z, user_group)
+            if self.rpn_live is not None:
+                live = self._time_head(self.rpn_live(z, user_group), self.spec.live_bins)
+                video = self._time_head(self.rpn_video(z, user_group), self.spec.video_bins)
+        return Outputs(logits, residual, live, video)
+
+    def _time_head(self, raw: torch.Tensor, bins: WatchTimeBins) -> TimeHead:
+        if not self.spec.discretise:
+            return TimeHead(None, None, raw.squeeze(-1))
+        n = bins.n_bins
+        rho = (torch.sigmoid(raw[..., :n]) if self.spec.rho_activation == "sigmoid"
+               else raw[..., :n].clamp(0.0, 1.0))
+        logits = raw[..., n:] if self.spec.bin_source == "predicted" else None
+        return TimeHead(rho, logits, None)
+
+    def embedding_parameters(self) -> list[nn.Parameter]:
+        """The id tables: the "embedding layer" trained at its own learning rate (4.3)."""
+        return [self.live_ids.table.weight, self.video_ids.table.weight]
+
+    def param_groups(self, lr: float, embedding_lr: float) -> list[dict]:
+        """Adam parameter groups: id tables at ``embedding_lr`` (1e-5), the rest at ``lr``."""
+        emb = {id(p) for p in self.embedding_parameters()}
+        rest = [p for p in self.parameters() if id(p) not in emb]
+        return [{"params": self.embedding_parameters(), "lr": embedding_lr},
+                {"params": rest, "lr": lr}]
