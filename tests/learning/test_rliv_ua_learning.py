@@ -31,8 +31,8 @@ def test_greedy_weight_and_q_values_match_the_optimum(tmp_path):
 
     rng = np.random.default_rng(1)
     x = np.tile([1.0, -1.0], 50)
-    with torch.no_grad():
-        q = net(torch.arange(100) % 50, torch.arange(100) % 20,  # users and authors seen in training
+    with torch.no_grad():  # users and authors as in training (50 and 20 ids)
+        q = net(torch.arange(100) % 50, torch.arange(100) % 20,
                 torch.from_numpy(make_states(x, rng))).q(GAMMA).min(dim=1).values  # (T, B, A)
     best = torch.from_numpy(best_action(x))
     assert torch.equal(q.argmax(dim=-1), best.expand(q.shape[0], -1))
