@@ -28,6 +28,8 @@ demo: $(STAMP)
 	$(RLIV) summary $(DEMO)/world --tracking-uri $(DEMO_TRACKING)
 	$(RLIV) check-world --users 300 --days 7 --seeds 3
 	$(RLIV) build-samples $(DEMO)/world $(DEMO)/samples --workers 2 --asa-epochs 5 --overwrite --tracking-uri $(DEMO_TRACKING)
+	$(RLIV) train rliv-ua $(DEMO)/samples --out $(DEMO)/rliv_ua --iterations 4 --updates-per-iteration 50 --checkpoint-every 2 --overwrite --tracking-uri $(DEMO_TRACKING)
+	$(RLIV) rerank $(DEMO)/rliv_ua/scorer.pt $(DEMO)/samples --top-k 10
 	@echo "MLflow store: $(DEMO_TRACKING)  (browse: $(VENV)/bin/mlflow ui --backend-store-uri $(DEMO_TRACKING))"
 
 # The whole suite: unit, ray and slow tiers.

@@ -271,9 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=3, help="number of seeds (default 3)")
     _add_world_options(p)
 
-    from rliv_ray.cli_train import add_train_parser
+    from rliv_ray.cli_models import add_model_parsers
 
-    add_train_parser(sub, _parse_override)
+    add_model_parsers(sub, _parse_override)
 
     p = add("convert-kuairand", cmd_convert_kuairand,
             "Convert the published KuaiRand CSV files (Pure, 1K or 27K) into the log schema, "

@@ -72,7 +72,7 @@ def test_resume_gives_the_same_parameters_as_one_run(ray4, shards, tmp_path, cap
     assert not torch.equal(initial["net.dense.weight"], first["net.dense.weight"])
 
 
-def test_exported_scorer_matches_the_rllib_module(ray4, shards, tmp_path):
+def test_exported_scorer_matches_the_rllib_module(ray4, shards, tmp_path, capsys):
     report = train_rliv_ua(shards, tmp_path / "out", settings(1))
     module = load_module(report["checkpoint"])
     scorer = load_scorer(report["scorer"], ServingConfig(top_k=5, epsilon=0.0))
@@ -86,6 +86,12 @@ def test_exported_scorer_matches_the_rllib_module(ray4, shards, tmp_path):
     q = scorer.q_values(7, authors, states)
     np.testing.assert_allclose(q, expected["q"].numpy(), rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(q.argmax(axis=1), expected["actions"].numpy())
+
+    assert main(["rerank", report["scorer"], str(shards), "--user", "4", "--top-k", "3"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"user 4: \d+ candidates", out) and "latency per request" in out
+    assert len([line for line in out.splitlines() if line.strip().startswith(("1 ", "2 ", "3 "))
+                ]) == 3
 
 
 def test_nan_in_a_shard_names_the_column_and_row(ray4, tmp_path, capsys):

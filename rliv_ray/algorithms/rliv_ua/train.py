@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gc
 import json
+import logging
 import os
 import shutil
 import time
@@ -102,8 +103,13 @@ def train_rliv_ua(samples: str | Path, out: str | Path, settings: TrainSettings,
     config = build_config(info, settings)
     import ray
 
+    # Our per-iteration lines are the progress display; Ray Data's would drown them.
     started = start_ray(address=settings.address, num_cpus=max(4, os.cpu_count() or 1),
-                        progress=settings.loop.progress)
+                        progress=False)
+    import ray.data
+
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
     began = time.perf_counter()
     algo = None
     try:

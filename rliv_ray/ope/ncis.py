@@ -1,0 +1,378 @@
+"""Normalised capped importance sampling (NCIS): off-policy value of a target policy from a log.
+
+SL-MGAC section 4.4 (EQUATIONS.md 1.19 and 3) reports "the cumulative reward across all
+trajectories of test users" estimated by NCIS. A trajectory i is one user's requests in the
+held-out log, in time order (t = 0, 1, ..., L_i - 1), and
+
+    rho_{i,t} = pi(a_{i,t} | s_{i,t}) / pi_beta(a_{i,t} | s_{i,t})       step ratio
+    W_i       = prod_t rho_{i,t},    W̄_i = min(c, W_i)                  capped trajectory weight
+    G_i       = sum_t gamma^t r_{i,t}                                     (gamma = 1: the paper)
+    J         = sum_i W̄_i G_i / sum_i W̄_i                               (EQUATIONS.md 3)
+
+J estimates the mean per-trajectory (per-user) return of the target policy; the paper does
+not say whether it reports J or the total N * J (:attr:`NCISEstimate.total`).
+
+Bias and variance. Over 40+ requests W_i is a product of many ratios: its logarithm is a
+random walk, so W_i is log-normal-like and a handful of trajectories hold almost all the
+weight (the effective sample size collapses) while the rest are ~0. Self-normalisation makes
+J a weighted mean of observed returns (always inside their range, biased O(1/N), consistent);
+the cap c bounds any one trajectory's influence, which cuts the variance but biases J towards
+the returns of trajectories that are likely under *both* policies (with c -> 0 every
+trajectory with W_i > c gets the same weight and J tends to the mean return of those). c = inf
+is plain weighted importance sampling. Since E_beta[W_i] = 1, a fixed c reads "at most c times
+an average trajectory's weight"; ``cap="quantile:q"`` caps the top (1 - q) share instead.
+Weights are computed in log space (log W_i = sum_t log rho_{i,t}, then shifted by their
+maximum, which self-normalisation cancels), so no product over- or underflows.
+
+In the live world (benchmarks/ncis_accuracy.py) this bias is large for targets far from the
+logging policy: trajectories whose logged actions all agree with such a target are short, so
+the weight lands on short, low-return users (always-inject: ~5 requests per user by weight
+against 29 on-policy) and J comes out 60-90% low, whatever the cap. Check the effective sample
+size before trusting J.
+
+The per-decision variant (``kind="per_decision"``, weighted per-decision IS, Precup et al.
+2000; Thomas 2015) weights each reward by its capped cumulative ratio up to that step,
+w_{i,t} = min(c, prod_{t' <= t} rho_{i,t'}), normalised per step over all trajectories:
+
+    J_pd = sum_t sum_i w_{i,t} gamma^t r_{i,t} / sum_i w_{i,t}
+
+A trajectory that has ended is an absorbing state (reward 0, ratio 1): it keeps its last
+weight in later steps' denominators, so target == behaviour gives the mean return exactly.
+Early rewards are not multiplied by later ratios, so its variance is lower over long
+trajectories; like J it is biased for finite N and c. (EQUATIONS.md 3's "step-wise" form with
+single-step ratios min(c, rho_{i,t}) ignores how the policy changes the states visited, and is
+not offered.)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from rliv_ray import schema as S
+from rliv_ray.data.live_metrics import allocation_rewards
+from rliv_ray.grouping import group_starts
+
+__all__ = ["DEFAULT_CAP", "KINDS", "NCISEstimate", "evaluate_policy_ncis", "ncis", "ncis_steps",
+           "resolve_log_cap", "step_ratios"]
+
+DEFAULT_CAP: float | str = 10.0
+"""Default c = 10: ten times the expected trajectory weight E_beta[W] = 1, the middle of the
+values EQUATIONS.md 3 suggests (5, 10, 100). Fixed rather than a quantile so that every policy
+is scored with the same rule. On the live world (benchmarks/ncis_accuracy.py) it is as good as
+any cap for targets near the logging policy; no cap rescues targets far from it."""
+DEFAULT_BOOTSTRAP = 200
+"""Bootstrap resamples of trajectories for the confidence interval (0: no interval)."""
+KINDS = ("trajectory", "per_decision")
+_QUANTILE = "quantile:"
+
+
+@dataclass(frozen=True)
+class NCISEstimate:
+    """An NCIS estimate of a target policy's mean per-trajectory return, with diagnostics."""
+
+    value: float  # J, mean return per trajectory (per user)
+    ci_low: float  # bootstrap percentile interval over trajectories (nan without resamples)
+    ci_high: float
+    cap: float  # c actually used (a quantile cap resolved to its value)
+    capped_share: float  # share of trajectory weights (per_decision: of step weights) above c
+    effective_sample_size: float  # (sum W̄)^2 / sum W̄^2 of the capped trajectory weights
+    effective_sample_size_uncapped: float  # the same for W
+    n_trajectories: int
+    kind: str
+
+    @property
+    def total(self) -> float:
+        """N * J: the cumulative reward over all trajectories of the held-out users."""
+        return self.value * self.n_trajectories
+
+
+def step_ratios(target_prob_of_logged_action, behavior_prob) -> np.ndarray:
+    """rho = pi(a_logged | s) / pi_beta(a_logged | s) per step, float64 (shape of the inputs).
+
+    Raises ValueError naming the argument unless both are finite and of one shape, target
+    probabilities lie in [0, 1] and behaviour probabilities in (0, 1].
+    """
+    target = np.asarray(target_prob_of_logged_action, dtype=np.float64)
+    behavior = np.asarray(behavior_prob, dtype=np.float64)
+    if target.shape != behavior.shape:
+        raise ValueError(f"target_prob_of_logged_action has shape {target.shape} but "
+                         f"behavior_prob has shape {behavior.shape}")
+    if not np.all(np.isfinite(target) & (target >= 0) & (target <= 1)):
+        raise ValueError("target_prob_of_logged_action must be finite probabilities in [0, 1]")
+    if not np.all(np.isfinite(behavior) & (behavior > 0) & (behavior <= 1)):
+        raise ValueError("behavior_prob must be finite probabilities in (0, 1]")
+    return target / behavior
+
+
+def resolve_log_cap(cap: float | str, log_weights: np.ndarray) -> float:
+    """log c for ``cap``: a number c > 0 (``math.inf``: no cap) or ``"quantile:q"``, q in
+    (0, 1], the empirical q-quantile (inverted CDF) of the weights ``exp(log_weights)``."""
+    if isinstance(cap, str):
+        if not cap.startswith(_QUANTILE):
+            raise ValueError(f"cap must be a number > 0 or 'quantile:q', got {cap!r}")
+        try:
+            q = float(cap[len(_QUANTILE):])
+        except ValueError:
+            raise ValueError(f"cap must be a number > 0 or 'quantile:q', got {cap!r}") from None
+        if not 0 < q <= 1:
+            raise ValueError(f"cap quantile must be in (0, 1], got {q}")
+        log_cap = float(np.quantile(log_weights, q, method="inverted_cdf"))
+        if log_cap == -np.inf:
+            raise ValueError(f"cap {cap!r} is 0: at least that share of the weights are 0")
+        return log_cap
+    if isinstance(cap, bool) or not isinstance(cap, int | float) or not cap > 0:
+        raise ValueError(f"cap must be a number > 0 or 'quantile:q', got {cap!r}")
+    return math.log(cap)
+
+
+def _cap_value(cap: float | str, log_cap: float) -> float:
+    """c as reported: the number given, or the resolved quantile."""
+    return float(cap) if not isinstance(cap, str) else math.exp(log_cap)
+
+
+def _log(values: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore"):
+        return np.log(values)
+
+
+def _logsumexp(values: np.ndarray) -> float:
+    top = values.max(initial=-np.inf)
+    if not np.isfinite(top):
+        return float(top)
+    return float(top + np.log(np.exp(values - top).sum()))
+
+
+def _group_logsumexp(values: np.ndarray, groups: np.ndarray, n_groups: int) -> np.ndarray:
+    """log sum exp(values) per group id in [0, n_groups), -inf for empty groups."""
+    top = np.full(n_groups, -np.inf)
+    np.maximum.at(top, groups, values)
+    shift = np.where(np.isfinite(top), top, 0.0)
+    sums = np.bincount(groups, weights=np.exp(values - shift[groups]), minlength=n_groups)
+    return _log(sums) + shift
+
+
+def _ess(log_weights: np.ndarray) -> float:
+    """(sum w)^2 / sum w^2 from log w, without leaving log space."""
+    total = _logsumexp(log_weights)
+    if not np.isfinite(total):
+        return 0.0
+    return float(np.exp(2 * total - _logsumexp(2 * log_weights)))
+
+
+def _trajectory_value(log_w: np.ndarray, returns: np.ndarray) -> float:
+    """sum_i w_i G_i / sum_i w_i with w = exp(log_w); nan if every weight is 0."""
+    total = _logsumexp(log_w)
+    if not np.isfinite(total):
+        return math.nan
+    return float(np.exp(log_w - total) @ returns)
+
+
+def _bootstrap(value_fn: Callable[[np.ndarray], float], n: int, n_bootstrap: int, seed: int,
+               level: float) -> tuple[float, float]:
+    """Percentile interval of ``value_fn(log k)`` over resamples of the n trajectories, k_i =
+    how often trajectory i is drawn (a weighted estimator with multiplicity k_i is the
+    estimator on the resample)."""
+    if n_bootstrap == 0:
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    values = np.array([value_fn(_log(np.bincount(rng.integers(0, n, n), minlength=n)))
+                       for _ in range(n_bootstrap)])
+    tail = (1 - level) / 2
+    low, high = np.nanquantile(values, [tail, 1 - tail]) if np.isfinite(values).any() \
+        else (math.nan, math.nan)
+    return float(low), float(high)
+
+
+def _check_options(n_bootstrap: int, level: float) -> None:
+    if n_bootstrap < 0:
+        raise ValueError(f"n_bootstrap must be >= 0, got {n_bootstrap}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+
+
+def ncis(returns, *, log_weights=None, weights=None, cap: float | str = DEFAULT_CAP,
+         n_bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0, level: float = 0.95
+         ) -> NCISEstimate:
+    """Trajectory-level NCIS, J = sum_i min(c, W_i) G_i / sum_i min(c, W_i) (EQUATIONS.md 3).
+
+    ``returns`` (N,) are the G_i; give the trajectory weights either as ``log_weights`` (N,)
+    log W_i (-inf for W_i = 0; preferred: products of many ratios overflow) or ``weights``
+    (N,) W_i >= 0. The interval resamples trajectories with the cap held fixed.
+    """
+    returns = np.asarray(returns, dtype=np.float64)
+    if (log_weights is None) == (weights is None):
+        raise ValueError("give exactly one of log_weights and weights")
+    if log_weights is None:
+        weights = np.asarray(weights, dtype=np.float64)
+        if not np.all(np.isfinite(weights) & (weights >= 0)):
+            raise ValueError("weights must be finite and >= 0")
+        log_weights = _log(weights)
+    log_weights = np.asarray(log_weights, dtype=np.float64)
+    if returns.ndim != 1 or log_weights.shape != returns.shape or len(returns) == 0:
+        raise ValueError(f"returns and weights must be non-empty (N,) arrays of one shape, got "
+                         f"{returns.shape} and {log_weights.shape}")
+    if not np.all(np.isfinite(returns)):
+        raise ValueError("returns must be finite")
+    if np.isnan(log_weights).any() or (log_weights == np.inf).any():
+        raise ValueError("log_weights must be finite or -inf")
+    _check_options(n_bootstrap, level)
+    log_cap = resolve_log_cap(cap, log_weights)
+    capped = np.minimum(log_weights, log_cap)
+    value = _trajectory_value(capped, returns)
+    if math.isnan(value):
+        raise ValueError("every trajectory has importance weight 0: the target policy never "
+                         "takes a logged trajectory's actions")
+    low, high = _bootstrap(lambda log_k: _trajectory_value(capped + log_k, returns),
+                           len(returns), n_bootstrap, seed, level)
+    return NCISEstimate(value, low, high, _cap_value(cap, log_cap),
+                        float(np.mean(log_weights > log_cap)), _ess(capped),
+                        _ess(log_weights), len(returns), "trajectory")
+
+
+def _cumulative_log_ratios(ratios: np.ndarray, start_idx: np.ndarray,
+                           traj: np.ndarray) -> np.ndarray:
+    """log prod_{t' <= t} rho_{i,t'} per row (rows sorted by trajectory, then time); -inf from
+    a trajectory's first zero ratio on."""
+    zero = ratios == 0
+    logs = np.log(np.where(zero, 1.0, ratios))
+    summed = np.cumsum(logs)
+    within = summed - (summed - logs)[start_idx][traj]
+    zeros = np.cumsum(zero)
+    seen_zero = zeros - (zeros - zero)[start_idx][traj] > 0
+    return np.where(seen_zero, -np.inf, within)
+
+
+def _per_decision_value(log_w: np.ndarray, log_w_last: np.ndarray, traj: np.ndarray,
+                        pos: np.ndarray, length: np.ndarray, discounted: np.ndarray,
+                        log_k: np.ndarray) -> float:
+    """sum_t sum_i w_{i,t} gamma^t r_{i,t} / sum_i w_{i,t}, ended trajectories keeping their
+    last weight (times multiplicity k_i); nan if every weight is 0."""
+    horizon = int(length.max())
+    rows = log_w + log_k[traj]
+    alive = _group_logsumexp(rows, pos, horizon)  # (T,) log sum over trajectories at step t
+    ended_at = _group_logsumexp(log_w_last + log_k, length, horizon + 1)[:horizon]
+    denominator = np.logaddexp(alive, np.logaddexp.accumulate(ended_at))  # (T,)
+    if not np.isfinite(denominator[0]):
+        return math.nan
+    with np.errstate(invalid="ignore"):
+        share = np.exp(rows - denominator[pos])  # nan only where rows = denominator = -inf
+    return float(np.where(np.isnan(share), 0.0, share) @ discounted)
+
+
+def _check_steps(rewards: np.ndarray, ratios: np.ndarray, starts: np.ndarray) -> None:
+    if rewards.ndim != 1 or len(rewards) == 0:
+        raise ValueError(f"rewards must be a non-empty (n,) array, got shape {rewards.shape}")
+    for name, values in (("ratios", ratios), ("starts", starts)):
+        if values.shape != rewards.shape:
+            raise ValueError(f"{name} has shape {values.shape}, rewards {rewards.shape}")
+    if not np.all(np.isfinite(rewards)):
+        raise ValueError("rewards must be finite")
+    if not np.all(np.isfinite(ratios) & (ratios >= 0)):
+        raise ValueError("ratios must be finite and >= 0")
+    if not starts[0]:
+        raise ValueError("starts[0] must be True (row 0 starts a trajectory)")
+
+
+def ncis_steps(rewards, ratios, starts, *, kind: str = "trajectory",
+               cap: float | str = DEFAULT_CAP, gamma: float = 1.0,
+               n_bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0, level: float = 0.95
+               ) -> NCISEstimate:
+    """NCIS from steps: ``rewards`` (n,) r_t, ``ratios`` (n,) rho_t (see :func:`step_ratios`)
+    and ``starts`` (n,) bool, True on each trajectory's first row; rows sorted by trajectory,
+    then time. ``kind`` is ``"trajectory"`` (the paper's NCIS, default) or ``"per_decision"``
+    (module docstring); a quantile cap of the per-decision kind is taken over all steps'
+    cumulative weights. G_i = sum_t gamma^t r_{i,t}, t counting from 0 per trajectory.
+    """
+    rewards = np.asarray(rewards, dtype=np.float64)
+    ratios = np.asarray(ratios, dtype=np.float64)
+    starts = np.asarray(starts, dtype=bool)
+    _check_steps(rewards, ratios, starts)
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if not 0 <= gamma <= 1:
+        raise ValueError(f"gamma must be in [0, 1], got {gamma}")
+    _check_options(n_bootstrap, level)
+    start_idx = np.flatnonzero(starts)
+    traj = np.cumsum(starts) - 1  # (n,) trajectory of each row
+    pos = np.arange(len(rewards)) - start_idx[traj]  # (n,) t within the trajectory
+    length = np.diff(np.append(start_idx, len(rewards)))  # (N,)
+    discounted = rewards * gamma**pos
+    log_w = _cumulative_log_ratios(ratios, start_idx, traj)
+    last = start_idx + length - 1
+    if kind == "trajectory":
+        return ncis(np.add.reduceat(discounted, start_idx), log_weights=log_w[last], cap=cap,
+                    n_bootstrap=n_bootstrap, seed=seed, level=level)
+    log_cap = resolve_log_cap(cap, log_w)
+    capped = np.minimum(log_w, log_cap)
+
+    def value(log_k: np.ndarray) -> float:
+        return _per_decision_value(capped, capped[last], traj, pos, length, discounted, log_k)
+
+    estimate = value(np.zeros(len(start_idx)))
+    if math.isnan(estimate):
+        raise ValueError("every trajectory has importance weight 0 from its first step: the "
+                         "target policy never takes the logged first actions")
+    low, high = _bootstrap(value, len(start_idx), n_bootstrap, seed, level)
+    return NCISEstimate(estimate, low, high, _cap_value(cap, log_cap),
+                        float(np.mean(log_w > log_cap)),
+                        _ess(capped[last]), _ess(log_w[last]), len(start_idx), "per_decision")
+
+
+LogTable = pa.Table | pd.DataFrame | dict
+_LOG_COLUMNS = (S.USER_ID, S.USER_REQUEST_IDX, S.ACTION, S.BEHAVIOR_PROB, S.LIVE_WATCH_S,
+                S.VIDEO_WATCH_S, S.N_VIDEOS)
+
+
+def _column_names(log: LogTable) -> list[str]:
+    if isinstance(log, pa.Table):
+        return log.column_names
+    return list(log.columns) if isinstance(log, pd.DataFrame) else list(log)
+
+
+def _column(log: LogTable, name: str) -> np.ndarray:
+    return log[name].to_numpy() if isinstance(log, pa.Table) else np.asarray(log[name])
+
+
+def evaluate_policy_ncis(log: LogTable, target_prob_fn: Callable[[LogTable], np.ndarray], *,
+                         beta: float, cap: float | str = DEFAULT_CAP, gamma: float = 1.0,
+                         kind: str = "trajectory", n_bootstrap: int = DEFAULT_BOOTSTRAP,
+                         seed: int = 0, level: float = 0.95) -> NCISEstimate:
+    """NCIS value of a target policy on a live-stream allocation log (SL-MGAC section 4.4).
+
+    ``log`` is an Arrow table, a DataFrame or a dict of column arrays with the log columns
+    USER_ID, USER_REQUEST_IDX, ACTION, BEHAVIOR_PROB, LIVE_WATCH_S, VIDEO_WATCH_S, N_VIDEOS
+    (and LIVE_ID), in any row order; ``target_prob_fn(log)`` returns the target policy's
+    P(a = 1) for its rows, shape (n,), in the same order. Where LIVE_ID = -1 (nothing on air)
+    the world forces a = 0 for every policy, so the target's P(a = 1) is taken as 0 there.
+    Rewards are SL-MGAC Eq. 5 with ``beta``; a trajectory is one user's rows ordered by
+    USER_REQUEST_IDX. Returns J, the mean (discounted with ``gamma``) return per user.
+    """
+    missing = [name for name in _LOG_COLUMNS if name not in _column_names(log)]
+    if missing:
+        raise ValueError(f"not a live-stream allocation log: missing columns {missing}")
+    if not beta >= 0:
+        raise ValueError(f"beta must be >= 0, got {beta}")
+    cols = {name: _column(log, name) for name in _LOG_COLUMNS}
+    n = len(cols[S.USER_ID])
+    p_inject = np.asarray(target_prob_fn(log), dtype=np.float64)
+    if p_inject.shape != (n,) or not np.all((p_inject >= 0) & (p_inject <= 1)):
+        raise ValueError(f"target_prob_fn must return ({n},) probabilities in [0, 1], got "
+                         f"shape {p_inject.shape}")
+    action = cols[S.ACTION]
+    if not np.all((action == 0) | (action == 1)):
+        raise ValueError(f"{S.ACTION} must be 0 or 1")
+    if S.LIVE_ID in _column_names(log):
+        p_inject = np.where(_column(log, S.LIVE_ID) == S.NO_LIVE, 0.0, p_inject)
+    rho = step_ratios(np.where(action == 1, p_inject, 1.0 - p_inject), cols[S.BEHAVIOR_PROB])
+    reward = allocation_rewards(action, cols[S.LIVE_WATCH_S], cols[S.VIDEO_WATCH_S],
+                                cols[S.N_VIDEOS], beta)
+    order = np.lexsort((cols[S.USER_REQUEST_IDX], cols[S.USER_ID]))
+    return ncis_steps(reward[order], rho[order], group_starts(cols[S.USER_ID][order]),
+                      kind=kind, cap=cap, gamma=gamma, n_bootstrap=n_bootstrap, seed=seed,
+                      level=level)
