@@ -2,7 +2,7 @@
 
 1. *Bare torch*: the shards loaded into tensors once; each update slices a random batch, runs
    ``rliv_ua_loss`` (objective.py), one Adam step (foreach, as the learner) and the Polyak
-   update of the target network.
+   update of the target network (``polyak_update``, as the learner).
 2. *RLlib*: ``train_rliv_ua`` (reader -> columnar pre-learner -> learner) with the same batch
    size and network; the steady rate is the median over iterations after the first (which
    includes the data pipeline's start-up), from OUT/metrics.jsonl.
@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from rliv_ray.algorithms.common.targets import polyak_update
 from rliv_ray.algorithms.rliv_ua.config import RLIVUAConfig
 from rliv_ray.algorithms.rliv_ua.module import network_spec
 from rliv_ray.algorithms.rliv_ua.network import RLIVUANetwork
@@ -58,9 +59,7 @@ def bare_torch(samples: str, updates: int, batch_size: int, warmup: int = 10) ->
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        with torch.no_grad():
-            for p, q in zip(net.parameters(), target.parameters(), strict=True):
-                q.lerp_(p, config.tau)
+        polyak_update(net, target, config.tau)
     return updates / (time.perf_counter() - started)
 
 

@@ -1,5 +1,6 @@
 """Shared network blocks: batched heads equal a loop of linears; hashed ids stay bounded."""
 
+import pytest
 import torch
 from torch import nn
 
@@ -50,3 +51,26 @@ def test_hashed_embedding_memory_does_not_grow_with_ids():
     out = emb(torch.tensor([0, 10**12, -5, 2**62]))
     assert out.shape == (4, 4)
     assert sum(p.numel() for p in emb.parameters()) == 64 * 4
+
+
+def test_polyak_update_matches_the_formula_and_copies_at_tau_one():
+    import copy
+
+    from rliv_ray.algorithms.common.targets import polyak_update
+
+    main = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    target = copy.deepcopy(main)
+    for p in main.parameters():
+        p.data.add_(1.0)
+    main[1].running_mean.add_(2.0)
+    before = {k: v.clone() for k, v in target.state_dict().items()}
+    polyak_update(main, target, 0.25)
+    for key, value in target.state_dict().items():
+        if value.is_floating_point():
+            expected = 0.25 * main.state_dict()[key] + 0.75 * before[key]
+            torch.testing.assert_close(value, expected)
+    assert target[1].num_batches_tracked == before["1.num_batches_tracked"]
+    polyak_update(main, target, 1.0)
+    torch.testing.assert_close(target[0].weight, main[0].weight)
+    with pytest.raises(ValueError, match="tau must be in"):
+        polyak_update(main, target, 0.0)

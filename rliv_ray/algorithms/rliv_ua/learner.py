@@ -13,8 +13,8 @@ from typing import Any
 
 import torch
 from ray.rllib.core.learner.torch.torch_learner import TorchLearner
-from ray.rllib.core.learner.utils import update_target_network
 
+from rliv_ray.algorithms.common.targets import polyak_update
 from rliv_ray.algorithms.rliv_ua.module import HEADS, NEXT_HEADS
 from rliv_ray.algorithms.rliv_ua.objective import loss_from_heads
 
@@ -54,5 +54,5 @@ class RLIVUALearner(TorchLearner):
             else:
                 continue
             for main_net, target_net in module.unwrapped().get_target_network_pairs():
-                update_target_network(main_net=main_net, target_net=target_net, tau=tau)
+                polyak_update(main_net, target_net, tau)
         return result
