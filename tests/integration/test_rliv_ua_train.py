@@ -73,7 +73,14 @@ def test_resume_gives_the_same_parameters_as_one_run(ray4, shards, tmp_path, cap
 
 
 def test_exported_scorer_matches_the_rllib_module(ray4, shards, tmp_path, capsys):
-    report = train_rliv_ua(shards, tmp_path / "out", settings(1))
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    report = train_rliv_ua(shards, tmp_path / "out", settings(2), tracking_uri=uri)
+    mlflow = pytest.importorskip("mlflow")
+    run = mlflow.MlflowClient(uri).search_runs(
+        [mlflow.get_experiment_by_name("rliv-ray").experiment_id])[0]
+    history = mlflow.MlflowClient(uri).get_metric_history(run.info.run_id, "td/abs/click")
+    assert [m.step for m in history] == [1, 2] and "config/gamma" in run.data.params
+
     module = load_module(report["checkpoint"])
     scorer = load_scorer(report["scorer"], ServingConfig(top_k=5, epsilon=0.0))
     rng = np.random.default_rng(0)

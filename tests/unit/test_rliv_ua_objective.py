@@ -1,6 +1,7 @@
 """The RLIV-UA objective on a small batch: metrics, gradients, and a few steps that learn."""
 
 import copy
+import math
 
 import pytest
 import torch
@@ -40,7 +41,9 @@ def test_objective_learns_on_a_fixed_batch(kwargs):
         loss.backward()
         opt.step()
     assert loss.item() < 0.5 * first
-    assert set(metrics) >= {"loss/total", "loss/td/click", "q/mean/gift"}
+    assert set(metrics) >= {"loss/total", "loss/td/click", "q/mean/gift", "q/std/follow",
+                            "td/abs/effective_view"}
+    assert all(math.isfinite(v) for v in metrics.values())
     assert ("loss/assist" in metrics) == net.spec.gift_assist
 
 

@@ -49,7 +49,8 @@ def rliv_ua_loss(net: RLIVUANetwork, target: RLIVUANetwork, batch: dict[str, tor
 def loss_from_heads(out: Heads, next_online: Heads, next_target: Heads,
                     batch: dict[str, torch.Tensor], labels: tuple[str, ...],
                     gamma: float) -> tuple[torch.Tensor, dict[str, float]]:
-    """Total loss L (Eq. 15) and metrics keyed ``loss/td/<tower>``, ``q/mean/<tower>``, ...
+    """Total loss L (Eq. 15) and its metrics: per tower the TD and reward losses, the mean and
+    spread of Q(s, a) and the mean absolute TD error |Q - y|, plus the assistance loss.
 
     ``out`` are the online heads on s (with gradients), ``next_online`` and ``next_target``
     the online and target heads on s' (no gradients): the learner's forward pass computes the
@@ -58,9 +59,10 @@ def loss_from_heads(out: Heads, next_online: Heads, next_target: Heads,
     next_q_online, next_q_target = next_online.q(gamma), next_target.q(gamma)  # (T, K, B, A)
     actions = batch[ACTIONS].long()
     towers: dict[str, TowerLoss] = {}
+    targets: dict[str, torch.Tensor] = {}
     for t, label in enumerate(labels):
         reward = batch[S.reward_column(label)].float()
-        y = double_dqn_target(reward, next_q_online[t], next_q_target[t], gamma)
+        y = targets[label] = double_dqn_target(reward, next_q_online[t], next_q_target[t], gamma)
         residual = _taken(out.residual[t], actions)  # (K, B)
         if out.reward_hat is None:
             towers[label] = plain_q_loss(residual, y)
@@ -77,11 +79,15 @@ def loss_from_heads(out: Heads, next_online: Heads, next_target: Heads,
     if out.gift_logit is not None:
         assist = gift_assistance_loss(out.gift_logit, batch[S.reward_column(S.GIFT)])
     loss = total_loss(towers, assist)
-    metrics = {"loss/total": loss.item()}
+    names, values = ["loss/total"], [loss]
     for label, tower in towers.items():
-        metrics[f"loss/td/{label}"] = tower.td.item()
-        metrics[f"loss/reward/{label}"] = tower.reward.item()
-        metrics[f"q/mean/{label}"] = tower.q.mean().item()
+        q = tower.q.detach()
+        names += [f"loss/td/{label}", f"loss/reward/{label}", f"q/mean/{label}",
+                  f"q/std/{label}", f"td/abs/{label}"]
+        values += [tower.td, tower.reward, q.mean(), q.std(), (q - targets[label]).abs().mean()]
     if assist is not None:
-        metrics["loss/assist"] = assist.item()
+        names.append("loss/assist")
+        values.append(assist)
+    metrics = dict(zip(names, torch.stack([v.detach().float() for v in values]).tolist(),
+                       strict=True))
     return loss, metrics
