@@ -234,20 +234,20 @@ def make_request_id(ts_ms, user_id):
 
 
 # --- feature-vector columns <-> matrices ------------------------------------------------------
-def vectors_to_arrow(matrix: np.ndarray) -> pa.FixedSizeListArray:
-    """An (n, k) matrix as a fixed-size ``list<float32>`` array of n rows (no Python loop)."""
-    matrix = np.asarray(matrix, dtype=np.float32)
+def vectors_to_arrow(matrix: np.ndarray, dtype=np.float32) -> pa.FixedSizeListArray:
+    """An (n, k) matrix as a fixed-size ``list<dtype>`` array of n rows (no Python loop)."""
+    matrix = np.asarray(matrix, dtype=dtype)
     if matrix.ndim != 2:
         raise ValueError(f"expected an (n, k) matrix, got shape {matrix.shape}")
     flat = pa.array(np.ascontiguousarray(matrix).ravel())
     return pa.FixedSizeListArray.from_arrays(flat, matrix.shape[1])
 
 
-def arrow_to_matrix(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """A fixed-size list column as a writable (n, k) float32 matrix."""
+def arrow_to_matrix(column: pa.Array | pa.ChunkedArray, dtype=np.float32) -> np.ndarray:
+    """A fixed-size list column as a writable (n, k) matrix of ``dtype``."""
     array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     values = array.flatten().to_numpy(zero_copy_only=False)
-    return values.reshape(len(array), array.type.list_size).astype(np.float32, copy=True)
+    return values.reshape(len(array), array.type.list_size).astype(dtype, copy=True)
 
 
 # --- Live-stream allocation log (SL-MGAC): one row per feed request ------------------------------
@@ -348,15 +348,9 @@ def live_sample_schema(log: pa.Schema) -> pa.Schema:
 
 def ids_to_arrow(matrix: np.ndarray) -> pa.FixedSizeListArray:
     """An (n, k) integer matrix as a fixed-size ``list<int32>`` array of n rows."""
-    matrix = np.asarray(matrix, dtype=np.int32)
-    if matrix.ndim != 2:
-        raise ValueError(f"expected an (n, k) matrix, got shape {matrix.shape}")
-    flat = pa.array(np.ascontiguousarray(matrix).ravel())
-    return pa.FixedSizeListArray.from_arrays(flat, matrix.shape[1])
+    return vectors_to_arrow(matrix, np.int32)
 
 
 def arrow_to_ids(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """A fixed-size ``list<int32>`` column as a writable (n, k) int32 matrix."""
-    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    values = array.flatten().to_numpy(zero_copy_only=False)
-    return values.reshape(len(array), array.type.list_size).astype(np.int32, copy=True)
+    return arrow_to_matrix(column, np.int32)
