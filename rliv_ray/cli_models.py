@@ -28,31 +28,26 @@ def add_model_parsers(sub, parse_override) -> None:
         "the sample shards of `rliv build-samples`, with RLlib. Writes OUT/checkpoints (every "
         "--checkpoint-every iterations), OUT/metrics.jsonl, OUT/scorer.pt (serving without "
         "Ray) and OUT/train.json. A NaN loss stops training and keeps the last good checkpoint.")
-    p.set_defaults(func=cmd_train_rliv_ua)
+    p.set_defaults(func=cmd_train, train=_train_rliv_ua)
     p.add_argument("samples", help="build-samples output directory, or a folder of shards")
-    p.add_argument("--out", required=True, help="training output directory")
-    p.add_argument("--iterations", type=int, default=20, help="RLlib iterations (default 20)")
-    p.add_argument("--updates-per-iteration", type=int, default=100,
-                   help="gradient updates per iteration and learner (default 100)")
-    p.add_argument("--checkpoint-every", type=int, default=5,
-                   help="iterations between checkpoints (default 5; the last is always saved)")
-    p.add_argument("--num-learners", type=int, default=0, help="0: learn in this process; "
-                   "N >= 1: N remote learners (DDP when N > 1) (default 0)")
-    p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a "
-                   "private local Ray)")
     p.add_argument("--ablation", default="full", help="a paper variant: full, wo_mt, wo_sl, "
                    "wo_mt_sl, wo_al, wo_al_sl, wo_asa (default full)")
-    p.add_argument("--set", action="append", type=parse_override, metavar="FIELD=VALUE",
-                   help="an RLIVUAConfig.training() field, e.g. gamma=0.8, lr=3e-4, "
-                   'towers=["follow","gift"]; repeatable')
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--stream", action="store_true", help="stream shards from Parquet every "
-                   "epoch instead of keeping them in Ray's object store (logs larger than RAM)")
-    p.add_argument("--resume", action="store_true", help="continue from OUT's latest checkpoint")
-    p.add_argument("--overwrite", action="store_true", help="start again, replacing OUT")
-    p.add_argument("--tracking-uri", help="MLflow URI, e.g. sqlite:////abs/path/mlflow.db "
-                   "(default: $RLIV_TRACKING_URI, else none)")
-    p.add_argument("--quiet", action="store_true", help="no per-iteration lines")
+    _add_train_options(p, parse_override, "RLIVUAConfig",
+                       'gamma=0.8, lr=3e-4, towers=["follow","gift"]')
+
+    p = algorithms.add_parser(
+        "sl-mgac", help="SL-MGAC on the train shards of `rliv build-live-samples`.",
+        description="SL-MGAC (multi-group heads, discretised watch-time rewards, supervised "
+        "actor-critic) on the train shards of `rliv build-live-samples`, with RLlib. Writes "
+        "OUT/checkpoints, OUT/metrics.jsonl, OUT/policy.pt (network + group edges) and "
+        "OUT/train.json. A NaN loss stops training and keeps the last good checkpoint.")
+    p.set_defaults(func=cmd_train, train=_train_sl_mgac)
+    p.add_argument("samples", help="a build-live-samples output directory")
+    p.add_argument("--variant", default="SL-MGAC", help="a variant of the paper's Tables 1-2: "
+                   "SL-MGAC, 'w/o MG', 'w/o MG&DD', 'w/o MG&DD&SL', 'w/o LN', 'w/o SG', "
+                   "'w/o Q-norm', SL-MGAC-0, SL-MGAC-sep, SL-MGAC-vanilla (default SL-MGAC)")
+    _add_train_options(p, parse_override, "SLMGACConfig",
+                       "beta=0.3, groups=4, live_bins=[0,10,30,60,120,600,1200]")
 
     p = sub.add_parser(
         "rerank", help="Re-rank one request with an exported scorer (no Ray).",
@@ -72,29 +67,69 @@ def add_model_parsers(sub, parse_override) -> None:
     p.add_argument("--epsilon", type=float, default=0.0, help="exploration (default 0 here)")
 
 
-def cmd_train_rliv_ua(args: argparse.Namespace) -> int:
+def _add_train_options(p, parse_override, config_name: str, examples: str) -> None:
+    p.add_argument("--out", required=True, help="training output directory")
+    p.add_argument("--iterations", type=int, default=20, help="RLlib iterations (default 20)")
+    p.add_argument("--updates-per-iteration", type=int, default=100,
+                   help="gradient updates per iteration and learner (default 100)")
+    p.add_argument("--checkpoint-every", type=int, default=5,
+                   help="iterations between checkpoints (default 5; the last is always saved)")
+    p.add_argument("--num-learners", type=int, default=0, help="0: learn in this process; "
+                   "N >= 1: N remote learners (DDP when N > 1) (default 0)")
+    p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a "
+                   "private local Ray)")
+    p.add_argument("--set", action="append", type=parse_override, metavar="FIELD=VALUE",
+                   help=f"a {config_name}.training() field (JSON value), e.g. {examples}; "
+                   "repeatable")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--stream", action="store_true", help="stream shards from Parquet every "
+                   "epoch instead of keeping them in Ray's object store (logs larger than RAM)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT's latest checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="start again, replacing OUT")
+    p.add_argument("--tracking-uri", help="MLflow URI, e.g. sqlite:////abs/path/mlflow.db "
+                   "(default: $RLIV_TRACKING_URI, else none)")
+    p.add_argument("--quiet", action="store_true", help="no per-iteration lines")
+
+
+def _train_rliv_ua(args: argparse.Namespace, settings_for):
     from rliv_ray.algorithms.rliv_ua.config import ABLATIONS
-    from rliv_ray.algorithms.rliv_ua.train import TrainSettings, train_rliv_ua
+    from rliv_ray.algorithms.rliv_ua.train import train_rliv_ua
+
+    if args.ablation not in ABLATIONS:
+        raise ValueError(f"unknown ablation '{args.ablation}' (choose from {sorted(ABLATIONS)})")
+    return train_rliv_ua(args.samples, args.out, settings_for(ABLATIONS[args.ablation]),
+                         resume=args.resume, overwrite=args.overwrite,
+                         tracking_uri=args.tracking_uri)
+
+
+def _train_sl_mgac(args: argparse.Namespace, settings_for):
+    from rliv_ray.algorithms.sl_mgac.config import variant_fields
+    from rliv_ray.algorithms.sl_mgac.train import train_sl_mgac
+
+    return train_sl_mgac(args.samples, args.out, settings_for(variant_fields(args.variant)),
+                         resume=args.resume, overwrite=args.overwrite,
+                         tracking_uri=args.tracking_uri)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from rliv_ray.algorithms.common.driver import TrainSettings
     from rliv_ray.offline.prelearner import ShardError
     from rliv_ray.train_loop import LoopSettings, TrainingDiverged
 
-    if args.ablation not in ABLATIONS:
-        return _fail(f"unknown ablation '{args.ablation}' (choose from {sorted(ABLATIONS)})",
-                     EXIT_USAGE)
-    training = {**ABLATIONS[args.ablation], **dict(args.set or [])}
-    try:
-        settings = TrainSettings(
+    def settings_for(preset: dict) -> TrainSettings:
+        return TrainSettings(
             loop=LoopSettings(iterations=args.iterations, checkpoint_every=args.checkpoint_every,
                               progress=not args.quiet),
             updates_per_iteration=args.updates_per_iteration, num_learners=args.num_learners,
             address=args.address, seed=args.seed, materialize=not args.stream,
-            training=training)
-        report = train_rliv_ua(args.samples, args.out, settings, resume=args.resume,
-                               overwrite=args.overwrite, tracking_uri=args.tracking_uri)
-    except (FileExistsError, FileNotFoundError) as err:  # OUT not empty, nothing to resume
-        return _fail(str(err), EXIT_USAGE)
-    except ShardError as err:
+            training={**preset, **dict(args.set or [])})
+
+    try:
+        report = args.train(args, settings_for)
+    except ShardError as err:  # before ValueError, its base: the data is invalid
         return _fail(str(err), EXIT_INVALID)
+    except (FileExistsError, FileNotFoundError, ValueError) as err:  # settings or OUT
+        return _fail(str(err), EXIT_USAGE)
     except TrainingDiverged as err:
         return _fail(str(err), EXIT_INVALID)
     except Exception as err:  # noqa: BLE001 - a worker's ShardError arrives wrapped by Ray
@@ -105,7 +140,7 @@ def cmd_train_rliv_ua(args: argparse.Namespace) -> int:
     metrics = report["metrics"]
     print(json.dumps({"iterations": report["iteration"], "updates": report["updates"],
                       "loss": metrics.get("loss/total"), "checkpoint": report["checkpoint"],
-                      "scorer": report["scorer"]}, indent=2))
+                      "export": report["export"]}, indent=2))
     return 0
 
 

@@ -67,7 +67,8 @@ def latest_checkpoint(out: str | Path) -> Resumed | None:
 def learner_metrics(result: dict[str, Any], module_id: str = "default_policy") -> dict:
     """Our loss and Q metrics of one ``algo.train()`` result (flat ``loss/...`` keys)."""
     metrics = result.get("learners", {}).get(module_id, {})
-    return {k: float(v) for k, v in metrics.items() if k.startswith(("loss/", "q/", "td/"))}
+    return {k: float(v) for k, v in metrics.items()
+            if k.startswith(("loss/", "q/", "td/", "pi/", "reward"))}
 
 
 def run_iterations(algo, out: str | Path, settings: LoopSettings, *, updates_per_iteration: int,
@@ -125,10 +126,17 @@ def save_checkpoint(algo, out: Path, iteration: int, updates: int, metrics: dict
 
 
 def _show(iteration: int, total: int, metrics: dict[str, float]) -> None:
+    """One line: the total loss, then per tower (RLIV-UA) or per term (SL-MGAC), and speed."""
     towers = sorted(k.split("/")[-1] for k in metrics if k.startswith("loss/td/"))
-    td = " ".join(f"{t}={metrics[f'loss/td/{t}']:.4f}" for t in towers)
-    q = " ".join(f"{t}={metrics[f'q/mean/{t}']:.3f}" for t in towers if f"q/mean/{t}" in metrics)
-    sys.stderr.write(f"iter {iteration}/{total}  loss {metrics['loss/total']:.4f}  td[{td}]  "
-                     f"Q[{q}]  {metrics['time/updates_per_s']:.1f} updates/s "
+    if towers:
+        td = " ".join(f"{t}={metrics[f'loss/td/{t}']:.4f}" for t in towers)
+        q = " ".join(f"{t}={metrics[f'q/mean/{t}']:.3f}" for t in towers)
+        detail = f"td[{td}]  Q[{q}]"
+    else:
+        detail = "  ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())
+                           if k.count("/") == 1 and k != "loss/total"
+                           and k.startswith(("loss/", "q/mean", "pi/")))
+    sys.stderr.write(f"iter {iteration}/{total}  loss {metrics['loss/total']:.4f}  {detail}  "
+                     f"{metrics['time/updates_per_s']:.1f} updates/s "
                      f"({metrics['time/rows_per_s']:,.0f} rows/s)\n")
     sys.stderr.flush()

@@ -1,10 +1,10 @@
-"""RLIV-UA's learner: the loss of :mod:`objective` and the target updates, nothing else.
+"""RLIV-UA's learner: the loss of :mod:`objective`; targets move after every update.
 
 One Adam over the online network (embeddings, tower heads, gift assistance; Table 3 uses one
 learning rate for critics and embeddings). Metrics are means over the iteration's updates.
-After every update the target network moves by
-Polyak averaging, p' <- tau * p + (1 - tau) * p', or, with ``target_update="hard"``, is copied
-every ``target_update_interval`` updates (EQUATIONS 2.1(c)).
+The target network follows by Polyak averaging, p' <- tau * p + (1 - tau) * p', or, with
+``target_update="hard"``, is copied every ``target_update_interval`` updates (EQUATIONS 2.1(c);
+:class:`~rliv_ray.algorithms.common.offline.TargetUpdatingLearner`).
 """
 
 from __future__ import annotations
@@ -12,18 +12,13 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from ray.rllib.core.learner.torch.torch_learner import TorchLearner
 
-from rliv_ray.algorithms.common.targets import polyak_update
+from rliv_ray.algorithms.common.offline import TargetUpdatingLearner
 from rliv_ray.algorithms.rliv_ua.module import HEADS, NEXT_HEADS
 from rliv_ray.algorithms.rliv_ua.objective import loss_from_heads
 
 
-class RLIVUALearner(TorchLearner):
-    def build(self) -> None:
-        super().build()
-        self.updates = 0
-
+class RLIVUALearner(TargetUpdatingLearner):
     def configure_optimizers_for_module(self, module_id, config=None) -> None:
         params = list(self._module[module_id].unwrapped().net.parameters())
         optimizer = torch.optim.Adam(params, foreach=True)
@@ -39,20 +34,3 @@ class RLIVUALearner(TorchLearner):
         self.metrics.log_dict(metrics, key=module_id,
                               window=config.dataset_num_iters_per_learner or 1)
         return loss
-
-    def _update(self, batch: dict[str, Any], **kwargs):
-        """One gradient step, then the target update (RLlib's ``after_gradient_based_update``
-        runs once per ``train()`` call, not once per update)."""
-        result = super()._update(batch, **kwargs)
-        self.updates += 1
-        for module_id, module in self._module._rl_modules.items():
-            config = self.config.get_config_for_module(module_id)
-            if config.target_update == "polyak":
-                tau = config.tau
-            elif self.updates % config.target_update_interval == 0:
-                tau = 1.0
-            else:
-                continue
-            for main_net, target_net in module.unwrapped().get_target_network_pairs():
-                polyak_update(main_net, target_net, tau)
-        return result

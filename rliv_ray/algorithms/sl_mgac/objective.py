@@ -26,7 +26,7 @@ from rliv_ray import schema as S
 from rliv_ray.algorithms.sl_mgac import losses as L
 from rliv_ray.algorithms.sl_mgac.network import Outputs, SLMGACNetwork, SLMGACSpec
 
-DONE = "done"  # schema.DONE once the data side adds it (issue 5)
+DONE = S.DONE
 STATE_COLUMNS = (S.USER_FEATURES, S.LIVE_FEATURES, S.LIVE_ID, S.LIVE_HISTORY, S.VIDEO_HISTORY,
                  S.USER_GROUP)  # in the order of SLMGACNetwork.forward's arguments
 OUTCOME_COLUMNS = (S.LIVE_WATCH_S, S.VIDEO_WATCH_S, S.N_VIDEOS)

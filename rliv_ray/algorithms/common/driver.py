@@ -1,0 +1,153 @@
+"""Running one of our offline algorithms: CPU budgets, Ray, checkpoints, tracking, export.
+
+CPU accounting on small machines (RLLIB_NOTES "Silent hang"): the reader tasks and the one
+pre-learner actor take half a CPU each, remote learners half a CPU each, and a local Ray gets
+at least 4 logical CPUs, so ``num_learners`` 0, 1 and 2 all fit on 2 cores.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rliv_ray.train_loop import LoopSettings, Resumed, latest_checkpoint, run_iterations
+
+MODULE_PATH = ("learner_group", "learner", "rl_module", "default_policy")
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    loop: LoopSettings = field(default_factory=LoopSettings)
+    updates_per_iteration: int = 100
+    num_learners: int = 0
+    address: str | None = None
+    seed: int = 0
+    materialize: bool = True
+    """Keep the mapped shards in Ray's object store (fast epochs; set False for logs larger
+    than memory, which then stream from Parquet every epoch)."""
+    training: dict[str, Any] = field(default_factory=dict)
+    """The algorithm config's training() fields, e.g. {"gamma": 0.9}."""
+
+    def __post_init__(self) -> None:
+        if self.updates_per_iteration < 1:
+            raise ValueError(f"updates_per_iteration must be >= 1, got "
+                             f"{self.updates_per_iteration}")
+        if self.num_learners < 0:
+            raise ValueError(f"num_learners must be >= 0, got {self.num_learners}")
+
+
+def with_offline_data(config, files: list[Path], settings: TrainSettings, prelearner_class):
+    """Learners, the Parquet reader and the pre-learner with the CPU budgets above."""
+    import ray.data
+
+    remote = settings.num_learners > 0
+    return (
+        config.learners(num_learners=settings.num_learners,
+                        num_cpus_per_learner=0.5 if remote else 1)
+        .offline_data(
+            input_=[str(f) for f in files], input_read_method="read_parquet",
+            input_read_method_kwargs={"num_cpus": 0.5}, prelearner_class=prelearner_class,
+            map_batches_kwargs={"compute": ray.data.ActorPoolStrategy(size=1),
+                                "num_cpus": 0.5, "batch_format": "pyarrow"},
+            materialize_mapped_data=settings.materialize,
+            dataset_num_iters_per_learner=settings.updates_per_iteration)
+        .debugging(seed=settings.seed)
+    )
+
+
+def prepare_out(out: Path, *, resume: bool, overwrite: bool) -> Resumed | None:
+    """The checkpoint to resume from, or an empty OUT (refusing to clobber a non-empty one)."""
+    if resume:
+        start = latest_checkpoint(out)
+        if start is None:
+            raise FileNotFoundError(f"{out}: no checkpoint to resume from")
+        return start
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise FileExistsError(f"{out} is not empty: pass --resume to continue its "
+                                  "training or --overwrite to start again")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    return None
+
+
+def run_training(config, out: Path, settings: TrainSettings, *, start: Resumed | None,
+                 run_name: str, params: dict[str, Any], tracking_uri: str | None,
+                 export: Callable[[Path], Path]) -> dict[str, Any]:
+    """Build the algorithm, restore, iterate, checkpoint, export; the loop's result plus the
+    final checkpoint, the export and the wall time."""
+    import ray
+
+    from rliv_ray.runner import start_ray
+    from rliv_ray.tracking import tracking_run
+
+    # Our per-iteration lines are the progress display; Ray Data's would drown them.
+    started = start_ray(address=settings.address, num_cpus=max(4, os.cpu_count() or 1),
+                        progress=False)
+    import ray.data
+
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    began = time.perf_counter()
+    algo = None
+    try:
+        algo = config.build_algo()
+        if start is not None:
+            algo.restore_from_path(str(start.checkpoint.resolve()))
+        with tracking_run(tracking_uri, run_name) as tracker:
+            tracker.log_params(params)
+            rows = config.train_batch_size_per_learner * max(1, settings.num_learners)
+            result = run_iterations(algo, out, settings.loop,
+                                    updates_per_iteration=settings.updates_per_iteration,
+                                    rows_per_update=rows, start=start, tracker=tracker)
+            _stop(algo)
+            checkpoint = latest_checkpoint(out).checkpoint
+            exported = export(checkpoint)
+            tracker.log_artifact(exported)
+    finally:
+        del algo
+        gc.collect()  # the learner's data iterator must finish while Ray is still up
+        if started:
+            ray.shutdown()
+    return {**result, "checkpoint": str(checkpoint), "export": str(exported),
+            "resumed_from": str(start.checkpoint) if start else None,
+            "wall_s": time.perf_counter() - began}
+
+
+def load_module(checkpoint: str | Path):
+    """The trained RLModule of a checkpoint, without starting Ray or an Algorithm
+    (``Algorithm.from_checkpoint`` fails for env-less algorithms in Ray 2.60)."""
+    from ray.rllib.core.rl_module.rl_module import RLModule
+
+    return RLModule.from_checkpoint(str(Path(checkpoint).joinpath(*MODULE_PATH).resolve()))
+
+
+def settings_params(settings: TrainSettings) -> dict[str, Any]:
+    return plain(asdict(settings))
+
+
+def plain(value):
+    """Tuples to lists, recursively (JSON and MLflow parameters)."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value
+
+
+def _stop(algo) -> None:
+    """Stop the algorithm, closing its open data iterators first (they would otherwise be
+    finalised after Ray shuts down, with a noisy traceback)."""
+    iterators = getattr(algo.offline_data, "batch_iterators", None)
+    for iterator in iterators if isinstance(iterators, list) else [iterators]:
+        if hasattr(iterator, "close"):
+            iterator.close()
+    algo.stop()
+    gc.collect()

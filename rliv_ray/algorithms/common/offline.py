@@ -1,0 +1,79 @@
+"""What our offline RLlib algorithms share: the training step, the restore fix, target updates.
+
+* :class:`OfflineAlgorithm` samples the offline data and updates the learners, as MARWIL does,
+  and restores checkpoints without the env-runner weight sync that crashes for env-less
+  algorithms in Ray 2.60 (``../shared/RLLIB_NOTES.md``).
+* :class:`TargetUpdatingLearner` moves the target networks after *every* gradient update
+  (RLlib's ``after_gradient_based_update`` runs once per ``train()`` call): Polyak with
+  ``config.tau``, or a hard copy every ``config.target_update_interval`` updates.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray.rllib.algorithms.algorithm import Algorithm
+from ray.rllib.core.learner.torch.torch_learner import TorchLearner
+from ray.rllib.core.learner.training_data import TrainingData
+from ray.rllib.utils.checkpoints import Checkpointable
+from ray.rllib.utils.metrics import (
+    LEARNER_RESULTS,
+    LEARNER_UPDATE_TIMER,
+    NUM_ENV_STEPS_SAMPLED_LIFETIME,
+    OFFLINE_SAMPLING_TIMER,
+    TIMERS,
+)
+
+from rliv_ray.algorithms.common.targets import polyak_update
+
+NO_MODULE_STATE = {"note": "the columnar pre-learner builds no module"}
+"""Passed to ``OfflineData.sample`` so that it does not ship the module's weights (hundreds of
+MB with large id tables) to the pre-learner, which never reads them."""
+
+
+class OfflineAlgorithm(Algorithm):
+    def training_step(self) -> None:
+        """``dataset_num_iters_per_learner`` updates on batches from the offline reader."""
+        config = self.config
+        with self.metrics.log_time((TIMERS, OFFLINE_SAMPLING_TIMER)):
+            iterators = self.offline_data.sample(
+                num_samples=config.train_batch_size_per_learner,
+                num_shards=config.num_learners, return_iterator=True,
+                module_state=NO_MODULE_STATE)
+            rows = config.train_batch_size_per_learner * max(1, config.num_learners)
+            self.metrics.log_value(NUM_ENV_STEPS_SAMPLED_LIFETIME, rows, reduce="lifetime_sum")
+        with self.metrics.log_time((TIMERS, LEARNER_UPDATE_TIMER)):
+            results = self.learner_group.update(
+                training_data=TrainingData(data_iterators=iterators),
+                minibatch_size=config.train_batch_size_per_learner,
+                num_iters=config.dataset_num_iters_per_learner,
+                timesteps={NUM_ENV_STEPS_SAMPLED_LIFETIME:
+                           self.metrics.peek(NUM_ENV_STEPS_SAMPLED_LIFETIME)},
+                **self.offline_data.iter_batches_kwargs)
+            self.metrics.aggregate(results, key=LEARNER_RESULTS)
+
+    def restore_from_path(self, path, *args, **kwargs) -> None:
+        Checkpointable.restore_from_path(self, path, *args, **kwargs)
+
+
+class TargetUpdatingLearner(TorchLearner):
+    """A TorchLearner whose modules implement ``get_target_network_pairs``."""
+
+    def build(self) -> None:
+        super().build()
+        self.updates = 0
+
+    def _update(self, batch: dict[str, Any], **kwargs):
+        result = super()._update(batch, **kwargs)
+        self.updates += 1
+        for module_id, module in self._module._rl_modules.items():
+            config = self.config.get_config_for_module(module_id)
+            if config.target_update == "polyak":
+                tau = config.tau
+            elif self.updates % config.target_update_interval == 0:
+                tau = 1.0
+            else:
+                continue
+            for main_net, target_net in module.unwrapped().get_target_network_pairs():
+                polyak_update(main_net, target_net, tau)
+        return result

@@ -1,0 +1,39 @@
+"""SL-MGAC's learner: Eq. 15 from :mod:`objective`; targets move after every update.
+
+Adam with two parameter groups (section 4.3): the id embedding tables at ``embedding_lr``
+(1e-5), everything else at ``lr`` (1e-3). The optimizer is registered without an RLlib
+learning-rate schedule, which would overwrite both groups with one rate.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from rliv_ray.algorithms.common.offline import TargetUpdatingLearner
+from rliv_ray.algorithms.sl_mgac.module import NEXT_ONLINE, NEXT_TARGET, OUT
+from rliv_ray.algorithms.sl_mgac.objective import sl_mgac_losses
+
+
+class SLMGACLearner(TargetUpdatingLearner):
+    def build(self) -> None:
+        super().build()
+        self.loss_settings = self.config.loss_settings()
+
+    def configure_optimizers_for_module(self, module_id, config=None) -> None:
+        net = self._module[module_id].unwrapped().net
+        groups = net.param_groups(config.lr, config.embedding_lr)
+        optimizer = torch.optim.Adam(groups, foreach=True)
+        self.register_optimizer(module_id=module_id, optimizer=optimizer,
+                                params=[p for g in groups for p in g["params"]])
+
+    def compute_loss_for_module(self, *, module_id, config, batch: dict[str, Any],
+                                fwd_out: dict[str, Any]) -> torch.Tensor:
+        module = self._module[module_id].unwrapped()
+        next_target = module.forward_target(batch)[NEXT_TARGET]
+        parts, metrics = sl_mgac_losses(fwd_out[OUT], fwd_out[NEXT_ONLINE], next_target, batch,
+                                        module.spec, self.loss_settings)
+        self.metrics.log_dict(metrics, key=module_id,
+                              window=config.dataset_num_iters_per_learner or 1)
+        return parts.total

@@ -1,0 +1,58 @@
+"""SL-MGAC's RLModule: a thin RLlib shell around :class:`SLMGACNetwork` and its target copy
+(made in ``setup``, so restored and pre-learner copies have it too)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from ray.rllib.core.columns import Columns
+from ray.rllib.core.learner.utils import make_target_network
+from ray.rllib.core.rl_module.apis import TargetNetworkAPI
+from ray.rllib.core.rl_module.torch import TorchRLModule
+
+from rliv_ray.algorithms.sl_mgac.config import spec_from_fields
+from rliv_ray.algorithms.sl_mgac.network import SLMGACNetwork
+from rliv_ray.algorithms.sl_mgac.objective import forward_state, inject_probability
+
+OUT, NEXT_ONLINE, NEXT_TARGET = "out", "next_online", "next_target"
+NEEDS_NEXT_ONLINE = {"vanilla": {"actor": True, "critics": False},
+                     "double_dqn": {"actor": False, "critics": True}}
+"""Target modes that read the online network on s_{t+1}, and which of its parts."""
+
+
+class SLMGACModule(TorchRLModule, TargetNetworkAPI):
+    def setup(self) -> None:
+        self.spec = spec_from_fields(self.model_config)
+        self.net = SLMGACNetwork(self.spec)
+        if not self.inference_only:
+            self.make_target_networks()
+
+    def make_target_networks(self) -> None:
+        self.target = make_target_network(self.net)
+
+    def get_target_network_pairs(self):
+        return [(self.net, self.target)]
+
+    def forward_target(self, batch: dict[str, Any]) -> dict[str, Any]:
+        with torch.no_grad():
+            return {NEXT_TARGET: forward_state(self.target, batch, True, actor=False)}
+
+    def _forward_train(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
+        """The online network on s_t (with gradients) and, if the target needs it, on
+        s_{t+1} (without), so that multi-learner (DDP) training sees every online forward."""
+        target_mode = self.model_config["target_mode"]
+        out = {OUT: forward_state(self.net, batch), NEXT_ONLINE: None}
+        if target_mode in NEEDS_NEXT_ONLINE:
+            with torch.no_grad():
+                out[NEXT_ONLINE] = forward_state(self.net, batch, True,
+                                                 **NEEDS_NEXT_ONLINE[target_mode])
+        return out
+
+    def _forward_inference(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
+        """The actor's greedy action and P(inject); never injects without a live on air."""
+        p = inject_probability(self.net, batch)
+        return {Columns.ACTIONS: (p > 0.5).long(), "inject_probability": p}
+
+    def _forward_exploration(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
+        return self._forward_inference(batch)

@@ -1,0 +1,118 @@
+"""``rliv train sl-mgac``: SL-MGAC on the train shards of ``rliv build-live-samples``.
+
+    OUT/checkpoints/...      RLlib checkpoints every K iterations (see rliv_ray.train_loop)
+    OUT/metrics.jsonl        per-iteration critic, RPN and actor losses, Q and policy stats
+    OUT/policy.pt            the trained network, its spec and the group edges (plain torch)
+    OUT/train.json           settings, data, final metrics
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+
+from rliv_ray import schema as S
+from rliv_ray.algorithms.common.driver import (
+    TrainSettings,
+    load_module,
+    plain,
+    prepare_out,
+    run_training,
+    settings_params,
+    with_offline_data,
+)
+from rliv_ray.algorithms.sl_mgac.config import SETTINGS_DEFAULTS, SPEC_DEFAULTS, SLMGACConfig
+from rliv_ray.algorithms.sl_mgac.network import SLMGACNetwork
+from rliv_ray.data.io import read_manifest
+from rliv_ray.offline.live_prelearner import required_live_columns
+from rliv_ray.offline.prelearner import ShardError
+
+POLICY_FILE = "policy.pt"
+REPORT_FILE = "train.json"
+TRAIN_DIR = "train"
+
+
+def train_files(samples: str | Path) -> tuple[list[Path], dict]:
+    """The train shards of a build-live-samples output and its manifest; ShardError if not."""
+    root = Path(samples)
+    files = sorted((root / TRAIN_DIR).glob("*.parquet"))
+    manifest = read_manifest(root)
+    if not files or "edges" not in manifest:
+        raise ShardError(f"{root}: not a `rliv build-live-samples` output (no {TRAIN_DIR}/ "
+                         "shards or no group edges in manifest.json)")
+    schema = pq.read_schema(files[0])
+    for column in required_live_columns():
+        if column not in schema.names:
+            raise ShardError(f"{files[0]}: sample shard lacks column '{column}'")
+    return files, manifest
+
+
+def build_config(files: list[Path], manifest: dict, settings: TrainSettings) -> SLMGACConfig:
+    """The RLlib config: feature widths from the schema, K from the samples' groups."""
+    from rliv_ray.offline.live_prelearner import LivePreLearner
+
+    schema = pq.read_schema(files[0])
+    widths = {"user_dim": schema.field(S.USER_FEATURES).type.list_size,
+              "live_dim": schema.field(S.LIVE_FEATURES).type.list_size}
+    groups = settings.training.get("groups", manifest["groups"])
+    if groups != manifest["groups"]:
+        raise ValueError(f"the samples were built with K={manifest['groups']} user groups, "
+                         f"not {groups}: rebuild them with `rliv build-live-samples --groups "
+                         f"{groups}`")
+    config = SLMGACConfig().training(**{**settings.training, **widths, "groups": groups})
+    errors = config.field_errors()
+    if errors:
+        raise ValueError("; ".join(errors))
+    config = config.environment(
+        observation_space=gym.spaces.Box(-np.inf, np.inf, (widths["user_dim"],), np.float32),
+        action_space=gym.spaces.Discrete(2))
+    return with_offline_data(config, files, settings, LivePreLearner)
+
+
+def train_sl_mgac(samples: str | Path, out: str | Path, settings: TrainSettings, *,
+                  resume: bool = False, overwrite: bool = False,
+                  tracking_uri: str | None = None) -> dict[str, Any]:
+    """Train, checkpoint and save the policy; returns the report also in OUT/train.json."""
+    out = Path(out)
+    files, manifest = train_files(samples)
+    start = prepare_out(out, resume=resume, overwrite=overwrite)
+    config = build_config(files, manifest, settings)
+    params = {"samples": str(Path(samples).resolve()), "files": len(files),
+              "groups": manifest["groups"], "settings": settings_params(settings),
+              "config": plain({k: getattr(config, k) for k in (*SPEC_DEFAULTS,
+                                                                *SETTINGS_DEFAULTS)})}
+    result = run_training(
+        config, out, settings, start=start, params=params, tracking_uri=tracking_uri,
+        run_name=f"train-sl-mgac__{Path(samples).name}__{settings.seed}",
+        export=lambda checkpoint: save_policy(checkpoint, out / POLICY_FILE, manifest))
+    report = {**params, **result, "policy": result["export"]}
+    (out / REPORT_FILE).write_text(json.dumps(report, indent=2, default=str) + "\n")
+    return report
+
+
+def save_policy(checkpoint: str | Path, path: Path, manifest: dict) -> Path:
+    """The trained network with its spec and the samples' group edges, for evaluation."""
+    module = load_module(checkpoint)
+    torch.save({"spec": asdict(module.spec), "state_dict": module.net.state_dict(),
+                "edges": list(manifest["edges"]), "groups": manifest["groups"]}, path)
+    return path
+
+
+def load_policy(path: str | Path) -> tuple[SLMGACNetwork, np.ndarray]:
+    """The network (eval mode) and group edges saved by :func:`save_policy`."""
+    from rliv_ray.algorithms.sl_mgac.config import spec_from_fields
+
+    saved = torch.load(path, map_location="cpu", weights_only=False)
+    spec = dict(saved["spec"])
+    for name in ("live_bins", "video_bins"):
+        spec[name] = list(spec[name]["boundaries"])
+    net = SLMGACNetwork(spec_from_fields(spec))
+    net.load_state_dict(saved["state_dict"])
+    return net.eval(), np.asarray(saved["edges"])
