@@ -8,6 +8,10 @@
     rliv build-samples LOGS OUT             stitching + ASA -> RL sample shards (Ray Data)
     rliv asa-report LOGS                    stitching rates, ASA vs rule (Table 4), epsilon
     rliv train rliv-ua SAMPLES --out DIR    RLIV-UA with RLlib: checkpoints, metrics, scorer.pt
+    rliv rerank SCORER SAMPLES              one request through the exported scorer (no Ray)
+    rliv generate-live OUT                  synthetic live-stream allocation world -> OUT/log
+    rliv build-live-samples LOGS OUT        4:1 user split, activity groups, SL-MGAC transitions
+    rliv train sl-mgac SAMPLES --out DIR    SL-MGAC with RLlib: checkpoints, metrics, policy.pt
 
 Errors are one line on stderr and a non-zero exit status; nothing partial is ever written.
 """
@@ -274,6 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
     from rliv_ray.cli_models import add_model_parsers
 
     add_model_parsers(sub, _parse_override)
+    from rliv_ray.cli_live import add_live_parsers
+
+    add_live_parsers(add, _parse_override)
 
     p = add("convert-kuairand", cmd_convert_kuairand,
             "Convert the published KuaiRand CSV files (Pure, 1K or 27K) into the log schema, "

@@ -8,12 +8,13 @@ at least 4 logical CPUs, so ``num_learners`` 0, 1 and 2 all fit on 2 cores.
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,21 @@ def prepare_out(out: Path, *, resume: bool, overwrite: bool) -> Resumed | None:
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     return None
+
+
+SETTINGS_FILE = "training_fields.json"
+
+
+def remember_training(out: Path, settings: TrainSettings,
+                      start: Resumed | None) -> TrainSettings:
+    """A resumed run keeps the config fields of the run it continues (OUT/training_fields.json);
+    fields given again override them."""
+    file = out / SETTINGS_FILE
+    if start is not None and file.exists():
+        saved = json.loads(file.read_text())
+        settings = replace(settings, training={**saved, **settings.training})
+    file.write_text(json.dumps(plain(settings.training), indent=2) + "\n")
+    return settings
 
 
 def run_training(config, out: Path, settings: TrainSettings, *, start: Resumed | None,

@@ -20,6 +20,7 @@ from rliv_ray.algorithms.common.driver import (
     load_module,
     plain,
     prepare_out,
+    remember_training,
     run_training,
     settings_params,
     with_offline_data,
@@ -58,6 +59,7 @@ def train_rliv_ua(samples: str | Path, out: str | Path, settings: TrainSettings,
     out = Path(out)
     info = inspect_shards(samples, next_state=settings.training.get("next_state", "asa"))
     start = prepare_out(out, resume=resume, overwrite=overwrite)
+    settings = remember_training(out, settings, start)
     config = build_config(info, settings)
     params = {"samples": str(Path(samples).resolve()), "rows": info.rows,
               "settings": settings_params(settings), "config": _config_fields(config)}

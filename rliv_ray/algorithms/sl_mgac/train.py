@@ -24,6 +24,7 @@ from rliv_ray.algorithms.common.driver import (
     load_module,
     plain,
     prepare_out,
+    remember_training,
     run_training,
     settings_params,
     with_offline_data,
@@ -83,6 +84,7 @@ def train_sl_mgac(samples: str | Path, out: str | Path, settings: TrainSettings,
     out = Path(out)
     files, manifest = train_files(samples)
     start = prepare_out(out, resume=resume, overwrite=overwrite)
+    settings = remember_training(out, settings, start)
     config = build_config(files, manifest, settings)
     params = {"samples": str(Path(samples).resolve()), "files": len(files),
               "groups": manifest["groups"], "settings": settings_params(settings),

@@ -1,0 +1,178 @@
+"""Table 1 baselines that share SL-MGAC's feature extractor (sl-mgac.txt 4.2.1 and line 166).
+
+Every method is an :class:`SLMGACNetwork` (same embeddings, target attention and shared
+MLP [256, 128]; LayerNorm and multi-group towers on the heads) with some heads switched off, a
+pure loss ``(net, target, batch, settings) -> (loss, metrics)`` on the SL-MGAC batch, and a
+rule for P(a = 1 | s) before the epsilon-greedy of Eq. 16 (``ope.evaluate.NetworkPolicy``):
+
+    L2R  (Chen & Zhou 2020)  Q_i(s, a) regresses the logged reward, gamma = 0, no bootstrap:
+                             L = sum_i E[Huber(Q_i(s_t, a_t) - r_t)];  inject iff Q(s,1) > Q(s,0)
+    DQN  (Mnih et al. 2015)  one critic and its target network:
+                             y = r_t + gamma (1 - done) max_a' Q'(s_{t+1}, a')   (Eq. 7, C = 1)
+                             L = E[Huber(Q(s_t, a_t) - y)];  inject iff Q(s,1) > Q(s,0)
+                             ("Double DQN": the online critic picks a', the target evaluates it)
+    BC                       the actor alone, cross-entropy on the logged action:
+                             L = -E[log pi(a_t | s_t)];  inject iff pi(1|s) > 1/2
+
+r_t is Eq. 5 with the settings' ``beta`` and ``reward_scale`` (watch times clipped to the bins
+as in SL-MGAC). The critics are the QRN head with ``supervised_split=False`` (it outputs Q, no
+RPN); BC has no critic, so its actor trains the extractor (``stop_gradient=False``). Rows
+without a live stream on air have no decision: Q(s, 1) is infeasible in the target, BC skips
+them, and the policy never injects there. :func:`method` also maps every SL-MGAC variant of
+``variants.VARIANTS`` to the same :class:`Method` shape, so one training loop runs them all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+from torch.nn import functional as F
+
+from rliv_ray import schema as S
+from rliv_ray.algorithms.sl_mgac import losses as L
+from rliv_ray.algorithms.sl_mgac import objective
+from rliv_ray.algorithms.sl_mgac.network import SLMGACNetwork, SLMGACSpec
+from rliv_ray.algorithms.sl_mgac.objective import DONE, SLMGACSettings, forward_state
+from rliv_ray.algorithms.sl_mgac.variants import VARIANTS
+
+Batch = dict[str, torch.Tensor]
+LossFn = Callable[[SLMGACNetwork, SLMGACNetwork | None, Batch, SLMGACSettings],
+                  tuple[torch.Tensor, dict[str, float]]]
+ProbabilityFn = Callable[[SLMGACNetwork, Batch], torch.Tensor]
+Q_TARGET_MODES = ("max_min", "double_dqn")
+
+
+def logged_reward(batch: Batch, spec: SLMGACSpec, settings: SLMGACSettings) -> torch.Tensor:
+    """r_t = scale * a_t (T^l_t - beta T^v_t / n_t) (B,), times clipped as SL-MGAC's r_t."""
+    live = batch[S.LIVE_WATCH_S].float()
+    video = batch[S.VIDEO_WATCH_S].float()
+    n = batch[S.N_VIDEOS].float().clamp(min=1.0)
+    if settings.clip_watch_time:
+        live = spec.live_bins.clip(live)
+        video = (spec.video_bins.clip(video / n) * n if spec.video_time == "per_video"
+                 else spec.video_bins.clip(video))
+    return L.watch_time_reward(batch[S.ACTION], live, video, n, settings.beta,
+                               settings.reward_scale)
+
+
+def _feasible(batch: Batch) -> torch.Tensor:
+    return batch[S.LIVE_ID] >= 0
+
+
+@torch.no_grad()
+def _q_metrics(loss: torch.Tensor, q: torch.Tensor, y: torch.Tensor,
+               feasible: torch.Tensor) -> dict[str, float]:
+    """q (C, B, 2) online Q, y (B,) regression target."""
+    q_min = q.min(dim=0).values
+    greedy = (q_min[:, 1] > q_min[:, 0]).float()
+    return {"loss/total": loss.item(), "loss/critic": loss.item(), "q/mean": q.mean().item(),
+            "q/target_mean": y.mean().item(),
+            "pi/greedy_inject_rate": L.masked_mean(greedy, feasible.float()).item()}
+
+
+def _check_critic_only(net: SLMGACNetwork, name: str) -> None:
+    if net.spec.supervised_split:
+        raise ValueError(f"{name} reads Q from the QRN head: build the network with "
+                         f"supervised_split=False (method({name!r}).configure does)")
+
+
+def l2r_loss(net: SLMGACNetwork, target: SLMGACNetwork | None, batch: Batch,
+             settings: SLMGACSettings) -> tuple[torch.Tensor, dict[str, float]]:
+    """L2R: sum_i E[Huber_delta(Q_i(s_t, a_t) - r_t)], supervised (gamma = 0); ``target``
+    is not used."""
+    _check_critic_only(net, "L2R")
+    q = forward_state(net, batch, actor=False).residual  # (C, B, 2)
+    r = logged_reward(batch, net.spec, settings)  # (B,)
+    loss = L.critic_loss(L.taken(q, batch[S.ACTION]), r, settings.huber_delta)
+    return loss, _q_metrics(loss, q, r, _feasible(batch))
+
+
+def dqn_loss(net: SLMGACNetwork, target: SLMGACNetwork, batch: Batch,
+             settings: SLMGACSettings) -> tuple[torch.Tensor, dict[str, float]]:
+    """DQN: E[Huber_delta(Q(s_t, a_t) - y_t)], y_t = r_t + gamma (1 - done) V'(s_{t+1}) with
+    V' = max_a' Q' (``target_mode="max_min"``) or Double DQN (``"double_dqn"``)."""
+    _check_critic_only(net, "DQN")
+    if settings.target_mode not in Q_TARGET_MODES:
+        raise ValueError(f"DQN's target_mode must be one of {Q_TARGET_MODES}, got "
+                         f"{settings.target_mode!r}")
+    q = forward_state(net, batch, actor=False).residual  # (C, B, 2)
+    with torch.no_grad():
+        next_target = forward_state(target, batch, True, actor=False)
+        next_online = (forward_state(net, batch, True, actor=False)
+                       if settings.target_mode == "double_dqn" else None)
+        v_next = objective.next_value(next_target, next_online, net.spec, settings, batch)
+        y = L.td_target(logged_reward(batch, net.spec, settings), v_next, settings.gamma,
+                        batch[DONE])
+    loss = L.critic_loss(L.taken(q, batch[S.ACTION]), y, settings.huber_delta)
+    return loss, _q_metrics(loss, q, y, _feasible(batch))
+
+
+def bc_loss(net: SLMGACNetwork, target: SLMGACNetwork | None, batch: Batch,
+            settings: SLMGACSettings) -> tuple[torch.Tensor, dict[str, float]]:
+    """BC: -E[log pi(a_t | s_t)] over rows with a live stream on air; ``target`` unused."""
+    logits = forward_state(net, batch, critics=False).logits  # (B, 2)
+    feasible = _feasible(batch)
+    ce = F.cross_entropy(logits, batch[S.ACTION].long(), reduction="none")  # (B,)
+    loss = L.masked_mean(ce, feasible)
+    with torch.no_grad():
+        pi = torch.softmax(logits, dim=-1)[:, 1]
+        f = feasible.float()
+        metrics = {"loss/total": loss.item(), "loss/actor": loss.item(),
+                   "pi/inject_mean": L.masked_mean(pi, f).item(),
+                   "pi/greedy_inject_rate": L.masked_mean((pi > 0.5).float(), f).item()}
+    return loss, metrics
+
+
+@torch.no_grad()
+def q_inject_probability(net: SLMGACNetwork, batch: Batch) -> torch.Tensor:
+    """sigmoid(Q(s, 1) - Q(s, 0)) (B,) with Q = min_i Q_i: above 1/2 iff injecting is greedy
+    on Q (a Boltzmann probability at temperature 1 of the scaled Q); 0 with no live."""
+    q = forward_state(net, batch, actor=False).residual.min(dim=0).values  # (B, 2)
+    p = torch.sigmoid(q[:, 1] - q[:, 0])
+    return torch.where(_feasible(batch), p, torch.zeros_like(p))
+
+
+@dataclass(frozen=True)
+class Method:
+    """A row of Tables 1-2: network and settings changes, its loss and its P(a = 1 | s)."""
+
+    name: str
+    loss: LossFn
+    probability: ProbabilityFn
+    spec_changes: dict[str, Any]
+    settings_changes: dict[str, Any]
+    uses_target: bool
+    """The loss reads a target network (update it with ``objective.update_target``)."""
+
+    def configure(self, spec: SLMGACSpec,
+                  settings: SLMGACSettings | None = None) -> tuple[SLMGACSpec, SLMGACSettings]:
+        """``spec`` and ``settings`` with this method's changes applied."""
+        return (replace(spec, **self.spec_changes),
+                replace(settings or SLMGACSettings(), **self.settings_changes))
+
+
+_CRITIC_ONLY = {"supervised_split": False, "n_critics": 1}
+BASELINES: dict[str, Method] = {
+    "L2R": Method("L2R", l2r_loss, q_inject_probability, _CRITIC_ONLY, {"gamma": 0.0}, False),
+    "DQN": Method("DQN", dqn_loss, q_inject_probability, _CRITIC_ONLY,
+                  {"target_mode": "max_min"}, True),
+    "Double DQN": Method("Double DQN", dqn_loss, q_inject_probability, _CRITIC_ONLY,
+                         {"target_mode": "double_dqn"}, True),
+    "BC": Method("BC", bc_loss, objective.inject_probability,
+                 {"supervised_split": False, "stop_gradient": False}, {}, False),
+}
+"""The baselines by name (L2R, DQN, Double DQN, BC)."""
+
+
+def method(name: str) -> Method:
+    """A baseline of :data:`BASELINES` or an SL-MGAC variant of ``variants.VARIANTS``."""
+    if name in BASELINES:
+        return BASELINES[name]
+    if name in VARIANTS:
+        spec_changes, settings_changes = VARIANTS[name]
+        return Method(name, objective.sl_mgac_loss, objective.inject_probability, spec_changes,
+                      settings_changes, True)
+    raise ValueError(f"unknown method {name!r}; known: {sorted(BASELINES) + sorted(VARIANTS)}")
