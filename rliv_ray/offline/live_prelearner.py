@@ -23,8 +23,8 @@ FLOATS = (S.LIVE_WATCH_S, S.VIDEO_WATCH_S, S.BEHAVIOR_PROB)
 
 
 def required_live_columns() -> tuple[str, ...]:
-    paired = (*STATE_COLUMNS, *OUTCOME_COLUMNS)
-    return (S.ACTION, S.BEHAVIOR_PROB, S.DONE, *paired, *(S.next_column(c) for c in paired))
+    paired = (S.ACTION, *STATE_COLUMNS, *OUTCOME_COLUMNS)
+    return (S.BEHAVIOR_PROB, S.DONE, *paired, *(S.next_column(c) for c in paired))
 
 
 def live_batch_to_arrays(batch: pa.Table, *,
