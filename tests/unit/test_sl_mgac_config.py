@@ -94,3 +94,14 @@ def test_bad_live_batches_name_the_column():
     bad = table.set_column(table.column_names.index(S.ACTION), S.ACTION, actions)
     with pytest.raises(ShardError, match="column 'action', row 2: action 2 is not 0 or 1"):
         live_batch_to_arrays(bad)
+
+
+def test_reader_output_is_what_the_objective_reads():
+    import torch
+
+    from rliv_ray.algorithms.sl_mgac.objective import check_batch
+
+    arrays = live_batch_to_arrays(_sample_batch())
+    batch = {k.split("/", 1)[1]: torch.from_numpy(v) for k, v in arrays.items()}
+    check_batch(batch, SLMGACConfig().training(user_dim=3, live_dim=3).network_spec())
+    assert S.next_column(S.ACTION) in batch
