@@ -30,6 +30,9 @@ demo: $(STAMP)
 	$(RLIV) build-samples $(DEMO)/world $(DEMO)/samples --workers 2 --asa-epochs 5 --overwrite --tracking-uri $(DEMO_TRACKING)
 	$(RLIV) train rliv-ua $(DEMO)/samples --out $(DEMO)/rliv_ua --iterations 4 --updates-per-iteration 50 --checkpoint-every 2 --overwrite --tracking-uri $(DEMO_TRACKING)
 	$(RLIV) rerank $(DEMO)/rliv_ua/scorer.pt $(DEMO)/samples --top-k 10
+	$(RLIV) generate-live $(DEMO)/live --users 2000 --days 2 --seed 0 --overwrite
+	$(RLIV) build-live-samples $(DEMO)/live $(DEMO)/live_samples --overwrite
+	$(RLIV) train sl-mgac $(DEMO)/live_samples --out $(DEMO)/sl_mgac --iterations 3 --updates-per-iteration 20 --checkpoint-every 3 --overwrite --tracking-uri $(DEMO_TRACKING)
 	@echo "MLflow store: $(DEMO_TRACKING)  (browse: $(VENV)/bin/mlflow ui --backend-store-uri $(DEMO_TRACKING))"
 
 # The whole suite: unit, ray and slow tiers.

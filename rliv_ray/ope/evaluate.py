@@ -246,13 +246,14 @@ class EvalRow:
 
 def evaluate(policy: LivePolicy, *, world_config: LiveWorldConfig, test_log: pa.Table | None,
              beta: float | None = None, seeds: Sequence[int] = (0,),
-             cap: float | str = DEFAULT_CAP, gamma: float = 1.0,
+             cap: float | str = DEFAULT_CAP, gamma: float = 1.0, kind: str = "trajectory",
              users: np.ndarray | None = None, population: LivePopulation | None = None,
              n_bootstrap: int = DEFAULT_BOOTSTRAP, window_minutes: int = 20,
              level: float = 0.95) -> EvalRow:
     """NCIS of ``policy`` on ``test_log`` and its true value on the same held-out users.
 
-    NCIS (EQUATIONS.md 3, trajectory kind, cap ``cap``): ``policy.inject_probability`` on the
+    NCIS (EQUATIONS.md 3, ``kind`` trajectory or per_decision, cap ``cap``):
+    ``policy.inject_probability`` on the
     observations rebuilt from the held-out log (``observation_from_log``), so a policy that
     reads latent ``true_*`` keys (the oracle) cannot be scored: pass ``test_log=None`` and
     ``users`` for a truth-only row. J is the mean (``gamma``-discounted) Eq. 5 return per
@@ -282,7 +283,7 @@ def evaluate(policy: LivePolicy, *, world_config: LiveWorldConfig, test_log: pa.
     if test_log is not None:
         obs = observation_from_log(test_log)
         estimate = evaluate_policy_ncis(test_log, lambda _: policy.inject_probability(obs),
-                                        beta=beta, cap=cap, gamma=gamma,
+                                        beta=beta, cap=cap, gamma=gamma, kind=kind,
                                         n_bootstrap=n_bootstrap, level=level)
     runs = true_value_runs(policy, world_config, users, seeds, beta=beta, gamma=gamma,
                            population=population, window_minutes=window_minutes)

@@ -1,0 +1,217 @@
+"""SL-MGAC's Tables 1-2 on the synthetic live-stream world: NCIS and the true value per method.
+
+Per seed s (world seed = training seed = s): log ``--users`` users x ``--days`` days under the
+logging policy (in memory; the same log as ``generate_live_world(..., n_files=1)``), split the
+users 4:1 (``split_table``), compute the activity-group edges on the training users, build
+SL-MGAC samples (``live_samples``) and train every method of ``--methods`` with a plain torch
+loop (Adam, embedding lr 1e-5 / other lr 1e-3, random minibatches, Polyak targets). Each
+trained network is served with Eq. 16 (greedy, ``--epsilon`` exploration) and scored by
+``ope.evaluate.evaluate``: NCIS (trajectory weights, cap 10) on the held-out users' logged
+trajectories and the true value of the same users run on-policy (``--eval-seeds`` runs).
+Reference rows: the logging policy (NCIS and truth) and the immediate-greedy oracle with the
+same epsilon (truth only; it reads the world's latent expectations).
+
+    python benchmarks/sl_mgac_table.py --users 3000 --days 2 --updates 600 --seeds 3 \
+        --out results/sl_mgac_table
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rliv_ray import schema as S
+from rliv_ray.algorithms.sl_mgac.baselines import Method, method
+from rliv_ray.algorithms.sl_mgac.network import SLMGACNetwork, SLMGACSpec
+from rliv_ray.algorithms.sl_mgac.objective import SLMGACSettings, update_target
+from rliv_ray.data.live_config import LiveWorldConfig
+from rliv_ray.data.live_generate import bucket_table, live_log_schema_for_world
+from rliv_ray.data.live_policies import OraclePolicy, logging_policy
+from rliv_ray.data.live_population import LivePopulation
+from rliv_ray.data.live_samples import group_edges, live_samples, user_watch_3w
+from rliv_ray.data.live_world import simulate_live_users
+from rliv_ray.ope.evaluate import EvalRow, NetworkPolicy, batch_from_table, evaluate
+from rliv_ray.ope.split import split_table
+from rliv_ray.ope.table import render_markdown, render_text, summarise, to_records
+
+DEFAULT_METHODS = "SL-MGAC,L2R,DQN,BC,w/o MG,w/o Q-norm,SL-MGAC-0"
+LOGGING, ORACLE = "logging policy", "oracle (eps-greedy, truth only)"
+_LOG_STREAM = 1  # generate_live_world's bucket stream: bucket 0 of a one-file world
+
+
+@dataclasses.dataclass(frozen=True)
+class EpsilonGreedy:
+    """(1 - eps) * policy + eps / 2 where a live stream is on air (Eq. 16 around any policy)."""
+
+    policy: object
+    epsilon: float
+
+    def inject_probability(self, obs):
+        p = (1 - self.epsilon) * self.policy.inject_probability(obs) + self.epsilon / 2
+        return np.where(obs[S.LIVE_ID] >= 0, p, 0.0)
+
+
+def logged_world(config: LiveWorldConfig, pop: LivePopulation):
+    rng = np.random.default_rng(np.random.SeedSequence([config.seed, _LOG_STREAM, 0]))
+    result = simulate_live_users(config, pop, np.arange(config.n_users), logging_policy(config),
+                                 rng)
+    return bucket_table(result, live_log_schema_for_world(config))
+
+
+def train(m: Method, spec: SLMGACSpec, settings: SLMGACSettings, data: dict, *, updates: int,
+          batch_size: int, seed: int, log_every: int) -> tuple[SLMGACNetwork, list[dict]]:
+    """Adam on random minibatches of ``data`` (tensors of every sample); Polyak targets."""
+    torch.manual_seed(seed)
+    net = SLMGACNetwork(spec)
+    target = copy.deepcopy(net).requires_grad_(False) if m.uses_target else None
+    opt = torch.optim.Adam(net.param_groups(settings.lr, settings.embedding_lr))
+    gen = torch.Generator().manual_seed(seed)
+    n, history = len(data[S.ACTION]), []
+    for step in range(1, updates + 1):
+        index = torch.randint(0, n, (batch_size,), generator=gen)
+        loss, metrics = m.loss(net, target, {k: v[index] for k, v in data.items()}, settings)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"{m.name}: loss {loss.item()} at update {step}")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if target is not None:
+            update_target(net, target, settings, step)
+        if step % log_every == 0 or step == updates:
+            history.append({"step": step, **metrics})
+    return net, history
+
+
+def _short(metrics: dict) -> str:
+    keys = ("loss/total", "loss/critic", "loss/actor", "q/mean", "pi/greedy_inject_rate")
+    return " ".join(f"{k.split('/')[-1]}={metrics[k]:.3g}" for k in keys if k in metrics)
+
+
+def one_seed(args, seed: int, methods: list[str], results: dict, records: list) -> None:
+    started = time.perf_counter()
+    world = LiveWorldConfig(n_users=args.users, days=args.days, seed=seed,
+                            history_length=args.history,
+                            **({} if args.beta is None else {"beta": args.beta}))
+    pop = LivePopulation.build(world)
+    log = logged_world(world, pop)
+    train_log, test_log = split_table(log)
+    edges = group_edges(user_watch_3w(train_log), args.groups)
+    samples = live_samples(train_log, groups=args.groups, edges=edges)
+    data = batch_from_table(samples, edges=edges)
+    users = (np.unique(test_log[S.USER_ID].to_numpy()) if args.truth_users == "test"
+             else np.arange(world.n_users))
+    print(f"seed {seed}: {log.num_rows} requests, {samples.num_rows} train samples, "
+          f"{test_log.num_rows} test rows of {len(users)} users "
+          f"({time.perf_counter() - started:.1f}s)", flush=True)
+    eval_seeds = tuple(range(args.eval_seeds))
+    common = {"world_config": world, "beta": world.beta, "seeds": eval_seeds, "users": users,
+              "population": pop, "cap": args.cap, "n_bootstrap": args.bootstrap,
+              "kind": args.ncis_kind}
+
+    def add(name: str, row: EvalRow, extra: dict) -> None:
+        results.setdefault(name, []).append(row)
+        records.append({"method": name, "seed": seed, **extra, **row.to_dict()})
+        print(f"  {name:>22}: NCIS {row.ncis_value:8.2f} (ESS {row.ess:6.1f})  true "
+              f"{row.true_value:8.2f} [{row.true_low:.1f}, {row.true_high:.1f}]  inject "
+              f"{row.injection_ratio:.1%}  {extra.get('train_s', 0):.0f}s", flush=True)
+
+    add(LOGGING, evaluate(logging_policy(world), test_log=test_log, **common), {})
+    oracle = EpsilonGreedy(OraclePolicy(world.beta), args.epsilon)
+    add(ORACLE, evaluate(oracle, test_log=None, **common), {})
+    base_spec = SLMGACSpec(user_dim=data[S.USER_FEATURES].shape[1],
+                           live_dim=data[S.LIVE_FEATURES].shape[1], groups=args.groups,
+                           bin_source=args.bin_source)
+    base_settings = SLMGACSettings(beta=world.beta, reward_scale=args.reward_scale,
+                                   q_temperature=args.q_temperature,
+                                   actor_loss=args.actor_loss)
+    for name in methods:
+        m = method(name)
+        spec, settings = m.configure(base_spec, base_settings)
+        t0 = time.perf_counter()
+        net, history = train(m, spec, settings, data, updates=args.updates,
+                             batch_size=args.batch, seed=seed, log_every=args.log_every)
+        train_s = time.perf_counter() - t0
+        print(f"  {name:>22}  trained: {_short(history[-1])}", flush=True)
+        policy = NetworkPolicy(net.eval(), edges, epsilon=args.epsilon, probability=m.probability)
+        add(name, evaluate(policy, test_log=test_log, **common),
+            {"train_s": train_s, "eval_s": time.perf_counter() - t0 - train_s,
+             "train_history": history})
+
+
+def _clean(value):
+    """nan -> None, recursively (strict JSON)."""
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=3_000)
+    parser.add_argument("--days", type=int, default=2)
+    parser.add_argument("--history", type=int, default=20,
+                        help="behaviour history length (the paper: 50; shorter is faster)")
+    parser.add_argument("--beta", type=float, default=None, help="Eq. 5 beta (world default)")
+    parser.add_argument("--groups", type=int, default=6)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--methods", default=DEFAULT_METHODS, help="comma-separated names")
+    parser.add_argument("--updates", type=int, default=600)
+    parser.add_argument("--batch", type=int, default=1024)
+    parser.add_argument("--reward-scale", type=float, default=0.01)
+    parser.add_argument("--q-temperature", type=float, default=0.1)
+    parser.add_argument("--actor-loss", default="soft_ce", choices=("awac_sampled", "soft_ce"))
+    parser.add_argument("--bin-source", default="logged", choices=("logged", "predicted"))
+    parser.add_argument("--epsilon", type=float, default=0.2, help="Eq. 16 exploration")
+    parser.add_argument("--eval-seeds", type=int, default=3, help="on-policy runs per policy")
+    parser.add_argument("--truth-users", default="test", choices=("test", "all"),
+                        help="users run on-policy for the true value (all: less noise, but "
+                             "the training users too)")
+    parser.add_argument("--cap", type=float, default=10.0, help="NCIS cap c")
+    parser.add_argument("--ncis-kind", default="trajectory",
+                        choices=("trajectory", "per_decision"))
+    parser.add_argument("--bootstrap", type=int, default=100)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--log-every", type=int, default=100)
+    parser.add_argument("--out", type=Path, default=None, help="folder for table.json/.md")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    for name in methods:
+        method(name)  # fail fast on a typo
+    started = time.perf_counter()
+    results: dict[str, list[EvalRow]] = {}
+    records: list[dict] = []
+    for seed in range(args.seeds):
+        one_seed(args, seed, methods, results, records)
+    wall = time.perf_counter() - started
+    rows = summarise(results)
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    header = (f"{args.users} users x {args.days} days, {args.seeds} seeds, {args.updates} "
+              f"updates x batch {args.batch}, reward_scale {args.reward_scale}, "
+              f"q_temperature {args.q_temperature}, actor_loss {args.actor_loss}, bin_source "
+              f"{args.bin_source}, NCIS {args.ncis_kind} cap {args.cap}, epsilon "
+              f"{args.epsilon}, {args.eval_seeds} on-policy runs per policy, "
+              f"wall {wall:.0f}s")
+    print(header)
+    print(render_text(rows))
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "table.json").write_text(json.dumps(_clean(
+            {"settings": settings, "wall_s": wall, "table": to_records(rows),
+             "runs": records}), indent=1, default=float))
+        (args.out / "table.md").write_text(f"{header}\n\n{render_markdown(rows)}\n")
+
+
+if __name__ == "__main__":
+    main()
