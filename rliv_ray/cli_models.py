@@ -43,9 +43,11 @@ def add_model_parsers(sub, parse_override) -> None:
         "OUT/train.json. A NaN loss stops training and keeps the last good checkpoint.")
     p.set_defaults(func=cmd_train, train=_train_sl_mgac)
     p.add_argument("samples", help="a build-live-samples output directory")
-    p.add_argument("--variant", default="SL-MGAC", help="a variant of the paper's Tables 1-2: "
-                   "SL-MGAC, 'w/o MG', 'w/o MG&DD', 'w/o MG&DD&SL', 'w/o LN', 'w/o SG', "
-                   "'w/o Q-norm', SL-MGAC-0, SL-MGAC-sep, SL-MGAC-vanilla (default SL-MGAC)")
+    p.add_argument("--method", "--variant", help="a row of the paper's "
+                   "Tables 1-2: SL-MGAC, 'w/o MG', 'w/o MG&DD', 'w/o MG&DD&SL', 'w/o LN', "
+                   "'w/o SG', 'w/o Q-norm', SL-MGAC-0, SL-MGAC-sep, SL-MGAC-vanilla, or a "
+                   "baseline with the same feature extractor: L2R, DQN, 'Double DQN', BC "
+                   "(default SL-MGAC, or the resumed run's)")
     _add_train_options(p, parse_override, "SLMGACConfig",
                        "beta=0.3, groups=4, live_bins=[0,10,30,60,120,600,1200]")
 
@@ -103,10 +105,11 @@ def _train_rliv_ua(args: argparse.Namespace, settings_for):
 
 
 def _train_sl_mgac(args: argparse.Namespace, settings_for):
-    from rliv_ray.algorithms.sl_mgac.config import variant_fields
+    from rliv_ray.algorithms.sl_mgac.config import method_fields
     from rliv_ray.algorithms.sl_mgac.train import train_sl_mgac
 
-    return train_sl_mgac(args.samples, args.out, settings_for(variant_fields(args.variant)),
+    preset = method_fields(args.method) if args.method else {}
+    return train_sl_mgac(args.samples, args.out, settings_for(preset),
                          resume=args.resume, overwrite=args.overwrite,
                          tracking_uri=args.tracking_uri)
 

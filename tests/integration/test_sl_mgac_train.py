@@ -51,8 +51,8 @@ def test_train_resume_and_the_saved_policy(ray4, samples, tmp_path, capsys):
     assert {"loss/critic", "loss/rpn", "loss/actor", "pi/inject_mean"} <= set(
         json.loads(lines[-1]))
 
-    net, edges = load_policy(report["policy"])
-    assert len(edges) == 2 and net.spec.multi_group is False  # K - 1 edges
+    net, edges, method = load_policy(report["policy"])
+    assert len(edges) == 2 and net.spec.multi_group is False and method == "w/o MG"  # K - 1 edges
     import pyarrow.parquet as pq
 
     table = pq.read_table(sorted((samples / "train").glob("*.parquet"))[0]).slice(0, 64)
@@ -61,6 +61,14 @@ def test_train_resume_and_the_saved_policy(ray4, samples, tmp_path, capsys):
     p = inject_probability(net, batch).numpy()
     assert ((p >= 0) & (p <= 1)).all()
     assert (p[table[S.LIVE_ID].to_numpy() < 0] == 0).all()
+
+
+def test_a_baseline_trains_with_its_own_loss(ray4, samples, tmp_path):
+    assert train(samples, tmp_path / "l2r", "--method", "L2R") == 0
+    policy = load_policy(tmp_path / "l2r" / "policy.pt")
+    assert policy.method == "L2R" and policy.net.spec.supervised_split is False
+    last = json.loads((tmp_path / "l2r" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert "loss/critic" in last and "loss/actor" not in last
 
 
 def test_group_count_must_match_the_samples(ray4, samples, tmp_path, capsys):

@@ -5,7 +5,7 @@ import pyarrow as pa
 import pytest
 
 from rliv_ray import schema as S
-from rliv_ray.algorithms.sl_mgac.config import SLMGACConfig, variant_fields
+from rliv_ray.algorithms.sl_mgac.config import SLMGACConfig, method_fields
 from rliv_ray.algorithms.sl_mgac.variants import VARIANTS
 from rliv_ray.offline.live_prelearner import live_batch_to_arrays, required_live_columns
 from rliv_ray.offline.prelearner import ShardError
@@ -42,7 +42,7 @@ def test_feature_widths_are_required():
 
 @pytest.mark.parametrize("name", sorted(VARIANTS))
 def test_every_variant_is_a_valid_config(name):
-    c = config(**variant_fields(name))
+    c = config(**method_fields(name))
     assert c.field_errors() == []
     spec, settings = c.network_spec(), c.loss_settings()
     assert spec.multi_group == ("w/o MG" not in name)
@@ -51,8 +51,8 @@ def test_every_variant_is_a_valid_config(name):
 
 
 def test_unknown_variant_is_refused():
-    with pytest.raises(ValueError, match="unknown variant"):
-        variant_fields("w/o everything")
+    with pytest.raises(ValueError, match="unknown method"):
+        method_fields("w/o everything")
 
 
 def _sample_batch(rows=4):
@@ -105,3 +105,18 @@ def test_reader_output_is_what_the_objective_reads():
     batch = {k.split("/", 1)[1]: torch.from_numpy(v) for k, v in arrays.items()}
     check_batch(batch, SLMGACConfig().training(user_dim=3, live_dim=3).network_spec())
     assert S.next_column(S.ACTION) in batch
+
+
+@pytest.mark.parametrize("name", ["L2R", "DQN", "Double DQN", "BC"])
+def test_baselines_are_configs_with_their_own_loss(name):
+    c = config(**method_fields(name))
+    assert c.field_errors() == [] and c.method == name
+    assert c.network_spec().supervised_split is False
+    assert (c.loss_settings().gamma == 0.0) == (name == "L2R")
+    assert c.learners(num_learners=2).field_errors() == [
+        f"the {name} baseline trains with num_learners 0 or 1 (its loss runs the network "
+        "outside RLlib's DDP wrapper)"]
+
+
+def test_unknown_method_in_the_config_is_named():
+    assert "method must be SL-MGAC" in config(method="PPO").field_errors()[0]

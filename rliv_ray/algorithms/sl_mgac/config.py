@@ -7,7 +7,8 @@ The fields are those of :class:`~rliv_ray.algorithms.sl_mgac.network.SLMGACSpec`
 feature widths, which come from the data) and of
 :class:`~rliv_ray.algorithms.sl_mgac.objective.SLMGACSettings`, with their defaults; bin
 boundaries are plain lists. ``gamma``, ``lr``, ``tau`` and ``target_update`` are RLlib's own
-fields with SL-MGAC's defaults. Paper variants: ``config.training(**variant_fields(name))``.
+fields with SL-MGAC's defaults. Rows of Tables 1-2 (variants and baselines):
+``config.training(**method_fields(name))``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from rliv_ray.algorithms.sl_mgac.bins import WatchTimeBins
 from rliv_ray.algorithms.sl_mgac.network import SLMGACSpec
 from rliv_ray.algorithms.sl_mgac.objective import SLMGACSettings
-from rliv_ray.algorithms.sl_mgac.variants import VARIANTS, variant
+from rliv_ray.algorithms.sl_mgac.variants import VARIANTS
 
 _DATA_FIELDS = ("user_dim", "live_dim")
 SPEC_DEFAULTS: dict[str, Any] = {
@@ -40,16 +41,19 @@ def spec_from_fields(values: dict[str, Any]) -> SLMGACSpec:
     return SLMGACSpec(**values)
 
 
-def variant_fields(name: str) -> dict[str, Any]:
-    """The config fields that differ from the defaults in a variant of Tables 1-2."""
-    if name not in VARIANTS:
-        raise ValueError(f"unknown variant {name!r}; choose from {sorted(VARIANTS)}")
-    spec, settings = variant(name, SLMGACSpec(1, 1), SLMGACSettings())
+def method_fields(name: str) -> dict[str, Any]:
+    """The config fields of a row of Tables 1-2: an SL-MGAC variant (``SL-MGAC``, ``w/o MG``,
+    ..., ``SL-MGAC-0``) or a baseline sharing its feature extractor (``L2R``, ``DQN``,
+    ``Double DQN``, ``BC``; see :mod:`baselines`), as the fields that differ from the defaults
+    plus ``method``."""
+    from rliv_ray.algorithms.sl_mgac.baselines import method
+
+    spec, settings = method(name).configure(SLMGACSpec(1, 1), SLMGACSettings())
     out = {f.name: getattr(spec, f.name) for f in fields(spec)
            if f.name not in _DATA_FIELDS and getattr(spec, f.name) != f.default}
     out.update({f.name: getattr(settings, f.name) for f in fields(settings)
                 if getattr(settings, f.name) != f.default})
-    return out
+    return {**out, "method": name}
 
 
 class SLMGACConfig(AlgorithmConfig):
@@ -64,13 +68,15 @@ class SLMGACConfig(AlgorithmConfig):
         self.materialize_mapped_data = False
         self.torch_skip_nan_gradients = True  # the training loop checks the loss instead
         self.user_dim = self.live_dim = None  # feature widths, from the samples' schema
+        self.method = "SL-MGAC"  # or a baseline of baselines.BASELINES: its loss is used
         for name, value in {**SPEC_DEFAULTS, **SETTINGS_DEFAULTS}.items():
             setattr(self, name, value)
 
     def training(self, **kwargs) -> SLMGACConfig:
         """RLlib's training settings plus every SPEC_DEFAULTS and SETTINGS_DEFAULTS field."""
         ours = {k: kwargs.pop(k) for k in list(kwargs)
-                if k in SPEC_DEFAULTS or k in SETTINGS_DEFAULTS or k in _DATA_FIELDS}
+                if k in SPEC_DEFAULTS or k in SETTINGS_DEFAULTS or k in _DATA_FIELDS
+                or k == "method"}
         super().training(**kwargs)
         for name, value in ours.items():
             if isinstance(value, WatchTimeBins):
@@ -95,7 +101,7 @@ class SLMGACConfig(AlgorithmConfig):
     def _model_config_auto_includes(self) -> dict[str, Any]:
         """What the module reads: the spec fields, the feature widths and the target mode."""
         return {name: getattr(self, name)
-                for name in (*_DATA_FIELDS, *SPEC_DEFAULTS, "target_mode")}
+                for name in (*_DATA_FIELDS, *SPEC_DEFAULTS, "target_mode", "method")}
 
     def get_default_rl_module_spec(self) -> RLModuleSpec:
         from rliv_ray.algorithms.sl_mgac.module import SLMGACModule
@@ -118,7 +124,15 @@ class SLMGACConfig(AlgorithmConfig):
         if self.user_dim is None or self.live_dim is None:
             return ["user_dim and live_dim are required (rliv train reads them from the "
                     "samples' schema)"]
+        from rliv_ray.algorithms.sl_mgac.baselines import BASELINES
+
         errors = []
+        if self.method not in BASELINES and self.method not in VARIANTS:
+            errors.append(f"method must be SL-MGAC, one of its variants {sorted(VARIANTS)} or "
+                          f"a baseline {sorted(BASELINES)}, got {self.method!r}")
+        if self.method in BASELINES and self.num_learners > 1:
+            errors.append(f"the {self.method} baseline trains with num_learners 0 or 1 (its "
+                          "loss runs the network outside RLlib's DDP wrapper)")
         for build in (self.network_spec, self.loss_settings):
             try:
                 build()

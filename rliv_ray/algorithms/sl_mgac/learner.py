@@ -1,4 +1,5 @@
-"""SL-MGAC's learner: Eq. 15 from :mod:`objective`; targets move after every update.
+"""SL-MGAC's learner: Eq. 15 from :mod:`objective` (or a baseline's loss from :mod:`baselines`);
+targets move after every update.
 
 Adam with two parameter groups (section 4.3): the id embedding tables at ``embedding_lr``
 (1e-5), everything else at ``lr`` (1e-3). The optimizer is registered without an RLlib
@@ -12,6 +13,7 @@ from typing import Any
 import torch
 
 from rliv_ray.algorithms.common.offline import TargetUpdatingLearner
+from rliv_ray.algorithms.sl_mgac.baselines import BASELINES
 from rliv_ray.algorithms.sl_mgac.module import NEXT_ONLINE, NEXT_TARGET, OUT
 from rliv_ray.algorithms.sl_mgac.objective import sl_mgac_losses
 
@@ -31,6 +33,12 @@ class SLMGACLearner(TargetUpdatingLearner):
     def compute_loss_for_module(self, *, module_id, config, batch: dict[str, Any],
                                 fwd_out: dict[str, Any]) -> torch.Tensor:
         module = self._module[module_id].unwrapped()
+        if config.method in BASELINES:
+            loss, metrics = BASELINES[config.method].loss(module.net, module.target, batch,
+                                                          self.loss_settings)
+            self.metrics.log_dict(metrics, key=module_id,
+                                  window=config.dataset_num_iters_per_learner or 1)
+            return loss
         next_target = module.forward_target(batch)[NEXT_TARGET]
         parts, metrics = sl_mgac_losses(fwd_out[OUT], fwd_out[NEXT_ONLINE], next_target, batch,
                                         module.spec, self.loss_settings)

@@ -11,14 +11,20 @@ from ray.rllib.core.learner.utils import make_target_network
 from ray.rllib.core.rl_module.apis import TargetNetworkAPI
 from ray.rllib.core.rl_module.torch import TorchRLModule
 
+from rliv_ray.algorithms.sl_mgac.baselines import BASELINES, method
 from rliv_ray.algorithms.sl_mgac.config import spec_from_fields
 from rliv_ray.algorithms.sl_mgac.network import SLMGACNetwork
-from rliv_ray.algorithms.sl_mgac.objective import forward_state, inject_probability
+from rliv_ray.algorithms.sl_mgac.objective import forward_state
 
 OUT, NEXT_ONLINE, NEXT_TARGET = "out", "next_online", "next_target"
 NEEDS_NEXT_ONLINE = {"vanilla": {"actor": True, "critics": False},
                      "double_dqn": {"actor": False, "critics": True}}
 """Target modes that read the online network on s_{t+1}, and which of its parts."""
+
+
+def inject_probability_of(name: str):
+    """P(a = 1 | s) of a method of Tables 1-2: the actor's, or sigmoid(Q(s,1) - Q(s,0))."""
+    return method(name).probability
 
 
 class SLMGACModule(TorchRLModule, TargetNetworkAPI):
@@ -41,6 +47,8 @@ class SLMGACModule(TorchRLModule, TargetNetworkAPI):
     def _forward_train(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
         """The online network on s_t (with gradients) and, if the target needs it, on
         s_{t+1} (without), so that multi-learner (DDP) training sees every online forward."""
+        if self.model_config["method"] in BASELINES:  # their losses run the network themselves
+            return {}
         target_mode = self.model_config["target_mode"]
         out = {OUT: forward_state(self.net, batch), NEXT_ONLINE: None}
         if target_mode in NEEDS_NEXT_ONLINE:
@@ -50,8 +58,9 @@ class SLMGACModule(TorchRLModule, TargetNetworkAPI):
         return out
 
     def _forward_inference(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
-        """The actor's greedy action and P(inject); never injects without a live on air."""
-        p = inject_probability(self.net, batch)
+        """The greedy action and P(inject) (the actor's, or a Q baseline's); never injects
+        without a live stream on air."""
+        p = inject_probability_of(self.model_config["method"])(self.net, batch)
         return {Columns.ACTIONS: (p > 0.5).long(), "inject_probability": p}
 
     def _forward_exploration(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:

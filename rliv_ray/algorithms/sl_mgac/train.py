@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import gymnasium as gym
 import numpy as np
@@ -103,12 +103,21 @@ def save_policy(checkpoint: str | Path, path: Path, manifest: dict) -> Path:
     """The trained network with its spec and the samples' group edges, for evaluation."""
     module = load_module(checkpoint)
     torch.save({"spec": asdict(module.spec), "state_dict": module.net.state_dict(),
-                "edges": list(manifest["edges"]), "groups": manifest["groups"]}, path)
+                "edges": list(manifest["edges"]), "groups": manifest["groups"],
+                "method": module.model_config["method"]}, path)
     return path
 
 
-def load_policy(path: str | Path) -> tuple[SLMGACNetwork, np.ndarray]:
-    """The network (eval mode) and group edges saved by :func:`save_policy`."""
+class TrainedPolicy(NamedTuple):
+    net: SLMGACNetwork
+    edges: np.ndarray
+    method: str
+    """The row of Tables 1-2 it was trained as; ``baselines.method(name).probability`` gives
+    its P(a = 1 | s)."""
+
+
+def load_policy(path: str | Path) -> TrainedPolicy:
+    """The network (eval mode), group edges and method saved by :func:`save_policy`."""
     from rliv_ray.algorithms.sl_mgac.config import spec_from_fields
 
     saved = torch.load(path, map_location="cpu", weights_only=False)
@@ -117,4 +126,4 @@ def load_policy(path: str | Path) -> tuple[SLMGACNetwork, np.ndarray]:
         spec[name] = list(spec[name]["boundaries"])
     net = SLMGACNetwork(spec_from_fields(spec))
     net.load_state_dict(saved["state_dict"])
-    return net.eval(), np.asarray(saved["edges"])
+    return TrainedPolicy(net.eval(), np.asarray(saved["edges"]), saved["method"])
