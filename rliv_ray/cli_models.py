@@ -12,6 +12,7 @@ import json
 import re
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -50,6 +51,28 @@ def add_model_parsers(sub, parse_override) -> None:
                    "(default SL-MGAC, or the resumed run's)")
     _add_train_options(p, parse_override, "SLMGACConfig",
                        "beta=0.3, groups=4, live_bins=[0,10,30,60,120,600,1200]")
+
+    p = sub.add_parser(
+        "evaluate-ope", help="Score trained SL-MGAC runs by NCIS and by their true value.",
+        description="SL-MGAC's Tables 1-2 on the held-out users of `rliv build-live-samples`: "
+        "for every RUN (a `rliv train sl-mgac` output; runs of the same method are pooled "
+        "over their seeds) the NCIS cumulative reward per user on the logged trajectories, "
+        "the true on-policy value of the same users in the synthetic world (with a 95%% "
+        "interval), NCIS's relative error, its effective sample size, the injection ratio and "
+        "the mean 20-minute allocation-ratio amplitude. Adds the logging policy and the "
+        "immediate-greedy oracle as reference rows.")
+    p.set_defaults(func=cmd_evaluate_ope)
+    p.add_argument("samples", help="a build-live-samples output (its test/ split is scored)")
+    p.add_argument("runs", nargs="+", help="training output directories holding policy.pt")
+    p.add_argument("--seeds", type=int, default=3, help="on-policy runs per policy for the "
+                   "true value (default 3)")
+    p.add_argument("--epsilon", type=float, default=0.2, help="exploration of Eq. 16 "
+                   "(default 0.2, the paper's)")
+    p.add_argument("--cap", default="10", help="NCIS weight cap: a number, 'inf' or "
+                   "'quantile:0.99' (default 10)")
+    p.add_argument("--out", help="also write table.md and table.json to this directory")
+    p.add_argument("--tracking-uri", help="log the table to MLflow at this URI")
+    p.add_argument("--quiet", action="store_true")
 
     p = sub.add_parser(
         "rerank", help="Re-rank one request with an exported scorer (no Ray).",
@@ -196,6 +219,28 @@ def _request_from_shards(samples: str, user: int | None,
     keep = rows[::-1][last][:candidates]
     states = S.arrow_to_matrix(table[S.STATE].take(keep))
     return user, table[S.AUTHOR_ID].to_numpy()[keep], states
+
+
+def cmd_evaluate_ope(args: argparse.Namespace) -> int:
+    from rliv_ray.ope.runs import evaluate_runs, write_table
+    from rliv_ray.ope.table import render_text, to_records
+    from rliv_ray.tracking import tracking_run
+
+    cap = args.cap if args.cap.startswith("quantile:") else float(args.cap)
+    try:
+        rows = evaluate_runs(args.samples, args.runs, seeds=range(args.seeds),
+                             epsilon=args.epsilon, cap=cap)
+    except (ValueError, FileNotFoundError) as err:
+        return _fail(str(err), EXIT_USAGE, "evaluate-ope")
+    print(render_text(rows))
+    if args.out:
+        write_table(rows, Path(args.out))
+    with tracking_run(args.tracking_uri, f"evaluate-ope__{Path(args.samples).name}") as tracker:
+        tracker.log_params({"samples": str(Path(args.samples).resolve()), "runs": args.runs,
+                            "seeds": args.seeds, "epsilon": args.epsilon, "cap": args.cap})
+        tracker.log_metrics({r["method"]: {k: v for k, v in r.items() if k != "method"}
+                             for r in to_records(rows)})
+    return 0
 
 
 def _tower_weight(text: str) -> tuple[str, float]:

@@ -70,6 +70,15 @@ def test_a_baseline_trains_with_its_own_loss(ray4, samples, tmp_path):
     last = json.loads((tmp_path / "l2r" / "metrics.jsonl").read_text().splitlines()[-1])
     assert "loss/critic" in last and "loss/actor" not in last
 
+    assert main(["evaluate-ope", str(samples), str(tmp_path / "l2r"), "--seeds", "2",
+                 "--out", str(tmp_path / "table"), "--quiet"]) == 0
+    rows = {r["method"]: r for r in json.loads((tmp_path / "table" / "table.json").read_text())}
+    assert list(rows) == ["logging policy", "oracle (immediate, truth only)", "L2R"]
+    logging_row = rows["logging policy"]
+    assert logging_row["ess"] == pytest.approx(25, abs=1)  # all weights 1: ESS = held-out users
+    assert rows["oracle (immediate, truth only)"]["ncis"] is None
+    assert rows["L2R"]["true"] is not None and 0 <= rows["L2R"]["injection_ratio"] <= 1
+
 
 def test_group_count_must_match_the_samples(ray4, samples, tmp_path, capsys):
     assert train(samples, tmp_path / "x", "--set", "groups=6") == 2

@@ -126,4 +126,4 @@ def load_policy(path: str | Path) -> TrainedPolicy:
         spec[name] = list(spec[name]["boundaries"])
     net = SLMGACNetwork(spec_from_fields(spec))
     net.load_state_dict(saved["state_dict"])
-    return TrainedPolicy(net.eval(), np.asarray(saved["edges"]), saved["method"])
+    return TrainedPolicy(net.eval(), np.asarray(saved["edges"]), saved.get("method", "SL-MGAC"))
