@@ -33,6 +33,7 @@ demo: $(STAMP)
 	$(RLIV) generate-live $(DEMO)/live --users 2000 --days 2 --seed 0 --overwrite
 	$(RLIV) build-live-samples $(DEMO)/live $(DEMO)/live_samples --overwrite
 	$(RLIV) train sl-mgac $(DEMO)/live_samples --out $(DEMO)/sl_mgac --iterations 3 --updates-per-iteration 20 --checkpoint-every 3 --overwrite --tracking-uri $(DEMO_TRACKING)
+	$(RLIV) evaluate-ope $(DEMO)/live_samples $(DEMO)/sl_mgac --seeds 2 --out $(DEMO)/ope --tracking-uri $(DEMO_TRACKING)
 	@echo "MLflow store: $(DEMO_TRACKING)  (browse: $(VENV)/bin/mlflow ui --backend-store-uri $(DEMO_TRACKING))"
 
 # The whole suite: unit, ray and slow tiers.

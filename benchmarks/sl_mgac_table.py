@@ -113,7 +113,7 @@ def one_seed(args, seed: int, methods: list[str], results: dict, records: list) 
     eval_seeds = tuple(range(args.eval_seeds))
     common = {"world_config": world, "beta": world.beta, "seeds": eval_seeds, "users": users,
               "population": pop, "cap": args.cap, "n_bootstrap": args.bootstrap,
-              "kind": args.ncis_kind}
+              "kind": args.ncis_kind, "per_decision": args.per_decision}
 
     def add(name: str, row: EvalRow, extra: dict) -> None:
         results.setdefault(name, []).append(row)
@@ -180,6 +180,8 @@ def main() -> None:
     parser.add_argument("--cap", type=float, default=10.0, help="NCIS cap c")
     parser.add_argument("--ncis-kind", default="trajectory",
                         choices=("trajectory", "per_decision"))
+    parser.add_argument("--per-decision", action="store_true",
+                        help="add the per-decision NCIS estimate as a column")
     parser.add_argument("--bootstrap", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--log-every", type=int, default=100)
@@ -195,7 +197,7 @@ def main() -> None:
     for seed in range(args.seeds):
         one_seed(args, seed, methods, results, records)
     wall = time.perf_counter() - started
-    rows = summarise(results)
+    rows = summarise(results, reference=LOGGING)
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     header = (f"{args.users} users x {args.days} days, {args.seeds} seeds, {args.updates} "
               f"updates x batch {args.batch}, reward_scale {args.reward_scale}, "
@@ -204,13 +206,13 @@ def main() -> None:
               f"{args.epsilon}, {args.eval_seeds} on-policy runs per policy, "
               f"wall {wall:.0f}s")
     print(header)
-    print(render_text(rows))
+    print(render_text(rows, LOGGING))
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "table.json").write_text(json.dumps(_clean(
             {"settings": settings, "wall_s": wall, "table": to_records(rows),
              "runs": records}), indent=1, default=float))
-        (args.out / "table.md").write_text(f"{header}\n\n{render_markdown(rows)}\n")
+        (args.out / "table.md").write_text(f"{header}\n\n{render_markdown(rows, LOGGING)}\n")
 
 
 if __name__ == "__main__":

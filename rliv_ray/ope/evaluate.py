@@ -42,7 +42,6 @@ __all__ = ["EvalRow", "NetworkPolicy", "batch_from_observation", "batch_from_tab
            "mean_interval", "true_value_runs"]
 
 _FLOAT = (S.USER_FEATURES, S.LIVE_FEATURES, S.BEHAVIOR_PROB, S.LIVE_WATCH_S, S.VIDEO_WATCH_S)
-_INT64 = (S.LIVE_ID, S.USER_GROUP, S.ACTION, S.N_VIDEOS)
 _IDS = (S.LIVE_HISTORY, S.VIDEO_HISTORY)  # kept int32: the embeddings hash them as int64
 _ROW_COLUMNS = (*objective.STATE_COLUMNS, S.ACTION, S.BEHAVIOR_PROB, *objective.OUTCOME_COLUMNS)
 _TRUTH_STREAM = 0x7E57  # the on-policy runs' random stream, apart from the log's
@@ -221,6 +220,7 @@ class EvalRow:
     amplitude: float
     users: int  # held-out users simulated
     seeds: tuple[int, ...]
+    ncis_per_decision: NCISEstimate | None = None  # the per-decision kind, when asked for
 
     @property
     def ncis_value(self) -> float:
@@ -240,6 +240,8 @@ class EvalRow:
     def to_dict(self) -> dict:
         out = asdict(self)
         out["ncis"] = None if self.ncis is None else asdict(self.ncis)
+        out["ncis_per_decision"] = (None if self.ncis_per_decision is None
+                                    else asdict(self.ncis_per_decision))
         out["ncis_relative_error"] = self.ncis_relative_error
         return out
 
@@ -247,14 +249,16 @@ class EvalRow:
 def evaluate(policy: LivePolicy, *, world_config: LiveWorldConfig, test_log: pa.Table | None,
              beta: float | None = None, seeds: Sequence[int] = (0,),
              cap: float | str = DEFAULT_CAP, gamma: float = 1.0, kind: str = "trajectory",
-             users: np.ndarray | None = None, population: LivePopulation | None = None,
+             per_decision: bool = False, users: np.ndarray | None = None,
+             population: LivePopulation | None = None,
              n_bootstrap: int = DEFAULT_BOOTSTRAP, window_minutes: int = 20,
              level: float = 0.95) -> EvalRow:
     """NCIS of ``policy`` on ``test_log`` and its true value on the same held-out users.
 
     NCIS (EQUATIONS.md 3, ``kind`` trajectory or per_decision, cap ``cap``):
     ``policy.inject_probability`` on the
-    observations rebuilt from the held-out log (``observation_from_log``), so a policy that
+    observations rebuilt from the held-out log (``observation_from_log``); ``per_decision``
+    adds the per-decision estimate from the same probabilities. A policy that
     reads latent ``true_*`` keys (the oracle) cannot be scored: pass ``test_log=None`` and
     ``users`` for a truth-only row. J is the mean (``gamma``-discounted) Eq. 5 return per
     held-out user with ``beta`` (default ``world_config.beta``).
@@ -279,12 +283,15 @@ def evaluate(policy: LivePolicy, *, world_config: LiveWorldConfig, test_log: pa.
             raise ValueError("give test_log or users")
         users = np.unique(_numpy(test_log, S.USER_ID))
     users = np.asarray(users, dtype=np.int64)
-    estimate = None
+    estimate = per_decision_estimate = None
     if test_log is not None:
-        obs = observation_from_log(test_log)
-        estimate = evaluate_policy_ncis(test_log, lambda _: policy.inject_probability(obs),
-                                        beta=beta, cap=cap, gamma=gamma, kind=kind,
-                                        n_bootstrap=n_bootstrap, level=level)
+        p_inject = policy.inject_probability(observation_from_log(test_log))
+        options = {"beta": beta, "cap": cap, "gamma": gamma, "n_bootstrap": n_bootstrap,
+                   "level": level}
+        estimate = evaluate_policy_ncis(test_log, lambda _: p_inject, kind=kind, **options)
+        if per_decision:
+            per_decision_estimate = evaluate_policy_ncis(test_log, lambda _: p_inject,
+                                                         kind="per_decision", **options)
     runs = true_value_runs(policy, world_config, users, seeds, beta=beta, gamma=gamma,
                            population=population, window_minutes=window_minutes)
     per_seed = [float(r.user_return.mean()) for r in runs]
@@ -296,4 +303,5 @@ def evaluate(policy: LivePolicy, *, world_config: LiveWorldConfig, test_log: pa.
     return EvalRow(estimate, mean, float(low), float(high), tuple(per_seed),
                    float(np.mean([r.injection_ratio for r in runs])),
                    float(np.mean([r.injection_ratio_with_live for r in runs])),
-                   float(np.mean([r.amplitude for r in runs])), len(users), tuple(seeds))
+                   float(np.mean([r.amplitude for r in runs])), len(users), tuple(seeds),
+                   per_decision_estimate)

@@ -1,5 +1,6 @@
 """Batches from live rows, the network as a world policy, evaluate() and the Table 1-2 layout."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -134,13 +135,14 @@ def test_evaluate_always_inject_injects_every_live_and_is_deterministic(world):
 def test_ncis_of_the_logging_policy_is_the_on_log_mean(world):
     pop, _, test, _ = world
     row = evaluate(logging_policy(CONFIG), world_config=CONFIG, test_log=test, seeds=(0, 1, 2),
-                   population=pop, n_bootstrap=0)
+                   population=pop, n_bootstrap=0, per_decision=True)
     reward = allocation_rewards(test[S.ACTION].to_numpy(), test[S.LIVE_WATCH_S].to_numpy(),
                                 test[S.VIDEO_WATCH_S].to_numpy(), test[S.N_VIDEOS].to_numpy(),
                                 CONFIG.beta)
     _, user = np.unique(test[S.USER_ID].to_numpy(), return_inverse=True)
     on_log = np.bincount(user, weights=reward).mean()
     assert row.ncis.value == pytest.approx(on_log, rel=1e-4)
+    assert row.ncis_per_decision.value == pytest.approx(on_log, rel=1e-4)
     assert row.ess == pytest.approx(row.users, rel=1e-3)  # every weight ~1
     mean, low, high = mean_interval(row.true_per_seed)
     assert (row.true_value, row.true_low, row.true_high) == (mean, low, high)
@@ -177,3 +179,19 @@ def test_table_aggregates_seeds_and_renders_every_method():
     assert to_records(rows)[2]["ncis"] is None and to_records(rows)[1]["ess"] == 50.0
     with pytest.raises(ValueError, match="missing for some seeds"):
         summarise({"x": [_row(1.0, 1.0), _row(None, 1.0)]})
+
+
+def test_table_pairs_the_true_gain_by_seed_and_shows_per_decision_ncis():
+    pd_est = NCISEstimate(300.0, 290.0, 310.0, 10.0, 0.0, 60.0, 60.0, 100, "per_decision")
+    ours = [dataclasses.replace(_row(1.0, t), ncis_per_decision=pd_est) for t in (450, 452, 454)]
+    logging = [dataclasses.replace(_row(1.0, t), ncis_per_decision=pd_est)
+               for t in (440, 441, 445)]
+    rows = summarise({"logging": logging, "ours": ours}, reference="logging")
+    half = stats.t.ppf(0.975, 2) * 1.0 / math.sqrt(3)  # differences 10, 11, 9: sd 1
+    assert (rows[1].gain, rows[1].gain_high) == pytest.approx((10.0, 10.0 + half))
+    assert rows[0].gain == 0.0 and rows[1].ncis_pd == 300.0
+    header = render_markdown(rows, "logging").splitlines()[0]
+    assert header.startswith("| method | NCIS J | NCIS-PD J | true J | true - logging |")
+    assert f"| 10.00 ± {half:.2f} |" in render_markdown(rows, "logging")
+    with pytest.raises(ValueError, match="reference"):
+        summarise({"ours": ours}, reference="nobody")
