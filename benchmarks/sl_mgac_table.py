@@ -11,8 +11,8 @@ trajectories and the true value of the same users run on-policy (``--eval-seeds`
 Reference rows: the logging policy (NCIS and truth) and the immediate-greedy oracle with the
 same epsilon (truth only; it reads the world's latent expectations).
 
-    python benchmarks/sl_mgac_table.py --users 3000 --days 2 --updates 600 --seeds 3 \
-        --out results/sl_mgac_table
+    python benchmarks/sl_mgac_table.py --users 3000 --days 2 --updates 400 --seeds 3 \
+        --per-decision --out /tmp/sl_mgac_table
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from rliv_ray.ope.evaluate import EvalRow, NetworkPolicy, batch_from_table, eval
 from rliv_ray.ope.split import split_table
 from rliv_ray.ope.table import render_markdown, render_text, summarise, to_records
 
-DEFAULT_METHODS = "SL-MGAC,L2R,DQN,BC,w/o MG,w/o Q-norm,SL-MGAC-0"
+DEFAULT_METHODS = "SL-MGAC,SL-MGAC-sep,L2R,DQN,BC,w/o MG,w/o Q-norm,SL-MGAC-0"
 LOGGING, ORACLE = "logging policy", "oracle (eps-greedy, truth only)"
 _LOG_STREAM = 1  # generate_live_world's bucket stream: bucket 0 of a one-file world
 
@@ -166,10 +166,10 @@ def main() -> None:
     parser.add_argument("--groups", type=int, default=6)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--methods", default=DEFAULT_METHODS, help="comma-separated names")
-    parser.add_argument("--updates", type=int, default=600)
+    parser.add_argument("--updates", type=int, default=400)
     parser.add_argument("--batch", type=int, default=1024)
     parser.add_argument("--reward-scale", type=float, default=0.01)
-    parser.add_argument("--q-temperature", type=float, default=0.1)
+    parser.add_argument("--q-temperature", type=float, default=1.0)
     parser.add_argument("--actor-loss", default="soft_ce", choices=("awac_sampled", "soft_ce"))
     parser.add_argument("--bin-source", default="logged", choices=("logged", "predicted"))
     parser.add_argument("--epsilon", type=float, default=0.2, help="Eq. 16 exploration")
