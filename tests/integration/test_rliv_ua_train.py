@@ -21,16 +21,6 @@ SMALL = {"train_batch_size_per_learner": 512, "id_buckets": 1024}
 
 
 @pytest.fixture(scope="module")
-def ray4():
-    """Four logical CPUs, as `rliv train` gives itself, so 2 remote learners fit."""
-    ray = pytest.importorskip("ray")
-    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False,
-             configure_logging=False)
-    yield ray
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def shards(tmp_path_factory):
     # One file, one batch: every update sees all 512 rows, so runs are comparable.
     return write_shards(tmp_path_factory.mktemp("shards"), rows=512, files=1)

@@ -15,15 +15,6 @@ pytestmark = pytest.mark.ray
 
 
 @pytest.fixture(scope="module")
-def ray4():
-    ray = pytest.importorskip("ray")
-    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False,
-             configure_logging=False)
-    yield ray
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def samples(tmp_path_factory):
     root = tmp_path_factory.mktemp("live")
     assert main(["generate-live", str(root / "world"), "--users", "120", "--days", "1",

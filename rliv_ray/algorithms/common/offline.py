@@ -1,5 +1,6 @@
 """What our offline RLlib algorithms share: the training step, the restore fix, target updates.
 
+* :class:`OnlineAndTarget` gives an RLModule its target network.
 * :class:`OfflineAlgorithm` samples the offline data and updates the learners, as MARWIL does,
   and restores checkpoints without the env-runner weight sync that crashes for env-less
   algorithms in Ray 2.60 (``../shared/RLLIB_NOTES.md``).
@@ -13,8 +14,11 @@ from __future__ import annotations
 from typing import Any
 
 from ray.rllib.algorithms.algorithm import Algorithm
+from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
 from ray.rllib.core.learner.torch.torch_learner import TorchLearner
 from ray.rllib.core.learner.training_data import TrainingData
+from ray.rllib.core.learner.utils import make_target_network
+from ray.rllib.core.rl_module.apis import TargetNetworkAPI
 from ray.rllib.utils.checkpoints import Checkpointable
 from ray.rllib.utils.metrics import (
     LEARNER_RESULTS,
@@ -29,6 +33,30 @@ from rliv_ray.algorithms.common.targets import polyak_update
 NO_MODULE_STATE = {"note": "the columnar pre-learner builds no module"}
 """Passed to ``OfflineData.sample`` so that it does not ship the module's weights (hundreds of
 MB with large id tables) to the pre-learner, which never reads them."""
+
+
+class ValidatedConfig(AlgorithmConfig):
+    """An offline config whose ``validate`` also reports its own ``field_errors()``."""
+
+    def field_errors(self) -> list[str]:
+        return []
+
+    def validate(self) -> None:
+        super().validate()
+        errors = self.field_errors()
+        if errors:
+            self._value_error("; ".join(errors))
+
+
+class OnlineAndTarget(TargetNetworkAPI):
+    """RLModule part: the online network ``self.net`` and its target ``self.target``, made in
+    ``setup`` unless inference-only (so restored and pre-learner copies have it too)."""
+
+    def make_target_networks(self) -> None:
+        self.target = make_target_network(self.net)
+
+    def get_target_network_pairs(self):
+        return [(self.net, self.target)]
 
 
 class OfflineAlgorithm(Algorithm):

@@ -14,10 +14,10 @@ from __future__ import annotations
 from dataclasses import fields
 from typing import Any
 
-from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
 from rliv_ray.actions import ActionGrid
+from rliv_ray.algorithms.common.offline import ValidatedConfig
 from rliv_ray.algorithms.rliv_ua.network import NetworkSpec
 from rliv_ray.schema import EFFECTIVE_VIEW, LABELS
 
@@ -50,7 +50,7 @@ ABLATIONS: dict[str, dict[str, Any]] = {
 }
 
 
-class RLIVUAConfig(AlgorithmConfig):
+class RLIVUAConfig(ValidatedConfig):
     """Offline RLIV-UA: Adam, gamma 0.9, tau 0.005, lr 1e-3, batch 1024 (Table 3)."""
 
     def __init__(self, algo_class=None):
@@ -102,12 +102,6 @@ class RLIVUAConfig(AlgorithmConfig):
         from rliv_ray.algorithms.rliv_ua.learner import RLIVUALearner
 
         return RLIVUALearner
-
-    def validate(self) -> None:
-        super().validate()
-        errors = self.field_errors()
-        if errors:
-            self._value_error("; ".join(errors))
 
     def field_errors(self) -> list[str]:
         """What is wrong with the RLIV-UA fields (empty when valid); plain, without Ray."""

@@ -11,10 +11,9 @@ from typing import Any
 
 import torch
 from ray.rllib.core.columns import Columns
-from ray.rllib.core.learner.utils import make_target_network
-from ray.rllib.core.rl_module.apis import TargetNetworkAPI
 from ray.rllib.core.rl_module.torch import TorchRLModule
 
+from rliv_ray.algorithms.common.offline import OnlineAndTarget
 from rliv_ray.algorithms.rliv_ua.losses import clipped_double_q
 from rliv_ray.algorithms.rliv_ua.network import NetworkSpec, RLIVUANetwork
 from rliv_ray.algorithms.rliv_ua.objective import NEXT_OBS, forward_heads
@@ -31,7 +30,7 @@ def network_spec(state_dim: int, n_actions: int, model_config: dict[str, Any]) -
     return NetworkSpec(state_dim=state_dim, n_actions=n_actions, **fields)
 
 
-class RLIVUAModule(TorchRLModule, TargetNetworkAPI):
+class RLIVUAModule(OnlineAndTarget, TorchRLModule):
     """Online network ``net`` and, unless inference-only, its target ``target``."""
 
     def setup(self) -> None:
@@ -40,12 +39,6 @@ class RLIVUAModule(TorchRLModule, TargetNetworkAPI):
         self.net = RLIVUANetwork(self.spec)
         if not self.inference_only:
             self.make_target_networks()
-
-    def make_target_networks(self) -> None:
-        self.target = make_target_network(self.net)
-
-    def get_target_network_pairs(self):
-        return [(self.net, self.target)]
 
     def forward_target(self, batch: dict[str, Any]) -> dict[str, Any]:
         with torch.no_grad():

@@ -16,9 +16,9 @@ from __future__ import annotations
 from dataclasses import fields, replace
 from typing import Any
 
-from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
+from rliv_ray.algorithms.common.offline import ValidatedConfig
 from rliv_ray.algorithms.sl_mgac.bins import WatchTimeBins
 from rliv_ray.algorithms.sl_mgac.network import SLMGACSpec
 from rliv_ray.algorithms.sl_mgac.objective import SLMGACSettings
@@ -56,7 +56,7 @@ def method_fields(name: str) -> dict[str, Any]:
     return {**out, "method": name}
 
 
-class SLMGACConfig(AlgorithmConfig):
+class SLMGACConfig(ValidatedConfig):
     """Offline SL-MGAC: Adam (ids 1e-5, rest 1e-3), batch 2048, gamma 0.9 (section 4.3)."""
 
     def __init__(self, algo_class=None):
@@ -112,12 +112,6 @@ class SLMGACConfig(AlgorithmConfig):
         from rliv_ray.algorithms.sl_mgac.learner import SLMGACLearner
 
         return SLMGACLearner
-
-    def validate(self) -> None:
-        super().validate()
-        errors = self.field_errors()
-        if errors:
-            self._value_error("; ".join(errors))
 
     def field_errors(self) -> list[str]:
         """What is wrong with the SL-MGAC fields (empty when valid); plain, without Ray."""

@@ -7,10 +7,9 @@ from typing import Any
 
 import torch
 from ray.rllib.core.columns import Columns
-from ray.rllib.core.learner.utils import make_target_network
-from ray.rllib.core.rl_module.apis import TargetNetworkAPI
 from ray.rllib.core.rl_module.torch import TorchRLModule
 
+from rliv_ray.algorithms.common.offline import OnlineAndTarget
 from rliv_ray.algorithms.sl_mgac.baselines import BASELINES, method
 from rliv_ray.algorithms.sl_mgac.config import spec_from_fields
 from rliv_ray.algorithms.sl_mgac.network import SLMGACNetwork
@@ -27,18 +26,12 @@ def inject_probability_of(name: str):
     return method(name).probability
 
 
-class SLMGACModule(TorchRLModule, TargetNetworkAPI):
+class SLMGACModule(OnlineAndTarget, TorchRLModule):
     def setup(self) -> None:
         self.spec = spec_from_fields(self.model_config)
         self.net = SLMGACNetwork(self.spec)
         if not self.inference_only:
             self.make_target_networks()
-
-    def make_target_networks(self) -> None:
-        self.target = make_target_network(self.net)
-
-    def get_target_network_pairs(self):
-        return [(self.net, self.target)]
 
     def forward_target(self, batch: dict[str, Any]) -> dict[str, Any]:
         with torch.no_grad():
