@@ -48,20 +48,32 @@ def _parse_override(text: str) -> tuple[str, object]:
     return key.strip(), value
 
 
-def _world_config(args: argparse.Namespace):
-    """UAWorldConfig from --config, --set and the shortcut options, validated."""
-    from rliv_ray.data.ua_config import UAWorldConfig
-
-    fields = json.loads(Path(args.config).read_text()) if args.config else {}
+def world_config(args: argparse.Namespace, config_class):
+    """A world config (UAWorldConfig, LiveWorldConfig) from --config, --set and the shortcut
+    options --users, --days and --seed, validated; CLIError (exit 2) if not."""
+    fields = {}
+    if args.config:
+        try:
+            fields = json.loads(Path(args.config).read_text())
+        except (OSError, ValueError) as err:
+            raise CLIError(f"--config {args.config}: {err}") from err
+        if not isinstance(fields, dict):
+            raise CLIError(f"--config {args.config}: expected a JSON object of fields")
     fields.update(dict(args.set or []))
-    for name in ("users", "days", "seed"):
+    for name, field in (("users", "n_users"), ("days", "days"), ("seed", "seed")):
         value = getattr(args, name)
         if value is not None:
-            fields["n_users" if name == "users" else name] = value
+            fields[field] = value
     try:
-        return UAWorldConfig.from_dict(fields)
+        return config_class.from_dict(fields)
     except (TypeError, ValueError) as err:
         raise CLIError(f"invalid world setting: {err}") from err
+
+
+def _world_config(args: argparse.Namespace):
+    from rliv_ray.data.ua_config import UAWorldConfig
+
+    return world_config(args, UAWorldConfig)
 
 
 def cmd_generate(args: argparse.Namespace) -> int:

@@ -9,8 +9,6 @@
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 
 def add_live_parsers(add, parse_override) -> None:
@@ -49,26 +47,10 @@ def add_live_parsers(add, parse_override) -> None:
 
 def live_world_config(args: argparse.Namespace):
     """LiveWorldConfig from --config, --set and the shortcut options, validated."""
-    from rliv_ray.cli import CLIError
+    from rliv_ray.cli import world_config
     from rliv_ray.data.live_config import LiveWorldConfig
 
-    fields = {}
-    if args.config:
-        try:
-            fields = json.loads(Path(args.config).read_text())
-        except (OSError, ValueError) as err:
-            raise CLIError(f"--config {args.config}: {err}") from err
-        if not isinstance(fields, dict):
-            raise CLIError(f"--config {args.config}: expected a JSON object of fields")
-    fields.update(dict(args.set or []))
-    for name, field in (("users", "n_users"), ("days", "days"), ("seed", "seed")):
-        value = getattr(args, name)
-        if value is not None:
-            fields[field] = value
-    try:
-        return LiveWorldConfig.from_dict(fields)
-    except (TypeError, ValueError) as err:
-        raise CLIError(f"invalid world setting: {err}") from err
+    return world_config(args, LiveWorldConfig)
 
 
 def cmd_generate_live(args: argparse.Namespace) -> int:
