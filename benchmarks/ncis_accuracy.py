@@ -2,7 +2,7 @@
 
 For each seed it logs ``--users`` users x ``--days`` days under the logging policy, estimates
 the mean per-user undiscounted return (SL-MGAC Eq. 5, default beta) of several target policies
-with NCIS (trajectory and per-decision kinds, several caps c), and compares each with the
+with NCIS (trajectory, per-decision and step-wise kinds, several caps c), and compares each with the
 policy's true value: an on-policy run of the same population (``evaluate_policy``, fresh
 dynamics). The logging policy's row is the noise floor: its NCIS weights are all 1, so its
 error is the sampling noise of one log against one on-policy run.
@@ -29,7 +29,7 @@ from rliv_ray.ope import DEFAULT_CAP, evaluate_policy_ncis
 
 CAPS = (5.0, 10.0, 100.0, "quantile:0.99", math.inf)
 BOOTSTRAP = 200  # resamples for the interval, at the default cap only
-KINDS = ("trajectory", "per_decision")
+KINDS = ("trajectory", "per_decision", "stepwise")
 ORACLE_EPSILON = 0.2  # SL-MGAC Eq. 16: online exploration 0.2
 NEAR_LOGGING_MIX = 0.25  # share of the oracle in the "near logging" target
 

@@ -38,6 +38,7 @@ from rliv_ray.data.live_population import LivePopulation
 from rliv_ray.data.live_samples import group_edges, live_samples, user_watch_3w
 from rliv_ray.data.live_world import simulate_live_users
 from rliv_ray.ope.evaluate import EvalRow, NetworkPolicy, batch_from_table, evaluate
+from rliv_ray.ope.ncis import DEFAULT_KIND, KINDS
 from rliv_ray.ope.split import split_table
 from rliv_ray.ope.table import render_markdown, render_text, summarise, to_records
 
@@ -96,9 +97,11 @@ def _short(metrics: dict) -> str:
 
 def one_seed(args, seed: int, methods: list[str], results: dict, records: list) -> None:
     started = time.perf_counter()
-    world = LiveWorldConfig(n_users=args.users, days=args.days, seed=seed,
+    world = LiveWorldConfig(n_users=args.users, days=args.days,
+                            seed=args.world_seed if args.world_seed is not None else seed,
                             history_length=args.history,
-                            **({} if args.beta is None else {"beta": args.beta}))
+                            **({} if args.beta is None else {"beta": args.beta}),
+                            **dict(args.world))
     pop = LivePopulation.build(world)
     log = logged_world(world, pop)
     train_log, test_log = split_table(log)
@@ -130,7 +133,7 @@ def one_seed(args, seed: int, methods: list[str], results: dict, records: list) 
                            bin_source=args.bin_source)
     base_settings = SLMGACSettings(beta=world.beta, reward_scale=args.reward_scale,
                                    q_temperature=args.q_temperature,
-                                   actor_loss=args.actor_loss)
+                                   actor_loss=args.actor_loss, **dict(args.setting))
     for name in methods:
         m = method(name)
         spec, settings = m.configure(base_spec, base_settings)
@@ -143,6 +146,20 @@ def one_seed(args, seed: int, methods: list[str], results: dict, records: list) 
         add(name, evaluate(policy, test_log=test_log, **common),
             {"train_s": train_s, "eval_s": time.perf_counter() - t0 - train_s,
              "train_history": history})
+
+
+def _field_setting(cls):
+    """argparse type of ``FIELD=VALUE`` for a numeric field of the dataclass ``cls``."""
+    names = {f.name for f in dataclasses.fields(cls)}
+
+    def parse(text: str) -> tuple[str, float | int]:
+        name, sep, value = text.partition("=")
+        if not sep or name not in names:
+            raise argparse.ArgumentTypeError(f"expected FIELD=VALUE with a {cls.__name__} "
+                                             f"field, got {text!r}")
+        return name, int(value) if value.lstrip("-").isdigit() else float(value)
+
+    return parse
 
 
 def _clean(value):
@@ -163,6 +180,18 @@ def main() -> None:
     parser.add_argument("--history", type=int, default=20,
                         help="behaviour history length (the paper: 50; shorter is faster)")
     parser.add_argument("--beta", type=float, default=None, help="Eq. 5 beta (world default)")
+    parser.add_argument("--world-seed", type=int, default=None,
+                        help="one world for every seed (seeds then vary training only); "
+                             "default: world seed = training seed")
+    parser.add_argument("--world", type=_field_setting(LiveWorldConfig), action="append",
+                        default=[], metavar="FIELD=VALUE",
+                        help="a LiveWorldConfig field (repeatable)")
+    parser.add_argument("--setting", type=_field_setting(SLMGACSettings), action="append",
+                        default=[], metavar="FIELD=VALUE",
+                        help="a numeric SLMGACSettings field for every method, e.g. tau=0.05 "
+                             "(repeatable)")
+    parser.add_argument("--reference", default=LOGGING,
+                        help="method of the paired 'true - reference' column")
     parser.add_argument("--groups", type=int, default=6)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--methods", default=DEFAULT_METHODS, help="comma-separated names")
@@ -178,8 +207,7 @@ def main() -> None:
                         help="users run on-policy for the true value (all: less noise, but "
                              "the training users too)")
     parser.add_argument("--cap", type=float, default=10.0, help="NCIS cap c")
-    parser.add_argument("--ncis-kind", default="trajectory",
-                        choices=("trajectory", "per_decision"))
+    parser.add_argument("--ncis-kind", default=DEFAULT_KIND, choices=KINDS)
     parser.add_argument("--per-decision", action="store_true",
                         help="add the per-decision NCIS estimate as a column")
     parser.add_argument("--bootstrap", type=int, default=100)
@@ -197,22 +225,26 @@ def main() -> None:
     for seed in range(args.seeds):
         one_seed(args, seed, methods, results, records)
     wall = time.perf_counter() - started
-    rows = summarise(results, reference=LOGGING)
+    rows = summarise(results, reference=args.reference)
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
-    header = (f"{args.users} users x {args.days} days, {args.seeds} seeds, {args.updates} "
-              f"updates x batch {args.batch}, reward_scale {args.reward_scale}, "
+    world = "world seed = training seed" if args.world_seed is None else \
+        f"world seed {args.world_seed}"
+    header = (f"{args.users} users x {args.days} days, {args.seeds} seeds ({world}"
+              f"{''.join(f', {k}={v}' for k, v in args.world)}), {args.updates} "
+              f"updates{''.join(f', {k}={v}' for k, v in args.setting)}, "
+              f"batch {args.batch}, reward_scale {args.reward_scale}, "
               f"q_temperature {args.q_temperature}, actor_loss {args.actor_loss}, bin_source "
               f"{args.bin_source}, NCIS {args.ncis_kind} cap {args.cap}, epsilon "
               f"{args.epsilon}, {args.eval_seeds} on-policy runs per policy, "
               f"wall {wall:.0f}s")
     print(header)
-    print(render_text(rows, LOGGING))
+    print(render_text(rows, args.reference))
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "table.json").write_text(json.dumps(_clean(
             {"settings": settings, "wall_s": wall, "table": to_records(rows),
              "runs": records}), indent=1, default=float))
-        (args.out / "table.md").write_text(f"{header}\n\n{render_markdown(rows, LOGGING)}\n")
+        (args.out / "table.md").write_text(f"{header}\n\n{render_markdown(rows, args.reference)}\n")
 
 
 if __name__ == "__main__":

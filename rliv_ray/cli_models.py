@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 
 EXIT_INVALID, EXIT_USAGE = 1, 2
+NCIS_KINDS = ("stepwise", "trajectory", "per_decision")
+"""rliv_ray.ope.ncis's KINDS, its DEFAULT_KIND first (spelled out: that import takes ~1 s)."""
 
 
 def add_model_parsers(sub, parse_override) -> None:
@@ -70,6 +72,10 @@ def add_model_parsers(sub, parse_override) -> None:
                    "(default 0.2, the paper's)")
     p.add_argument("--cap", default="10", help="NCIS weight cap: a number, 'inf' or "
                    "'quantile:0.99' (default 10)")
+    p.add_argument("--ncis-kind", default=NCIS_KINDS[0], choices=NCIS_KINDS,
+                   help="NCIS weights: stepwise (each step's own ratio; default, accurate on "
+                   "the synthetic world), trajectory (EQUATIONS.md 3's main form) or "
+                   "per_decision")
     p.add_argument("--out", help="also write table.md and table.json to this directory")
     p.add_argument("--tracking-uri", help="log the table to MLflow at this URI")
     p.add_argument("--quiet", action="store_true")
@@ -229,7 +235,7 @@ def cmd_evaluate_ope(args: argparse.Namespace) -> int:
     cap = args.cap if args.cap.startswith("quantile:") else float(args.cap)
     try:
         rows = evaluate_runs(args.samples, args.runs, seeds=range(args.seeds),
-                             epsilon=args.epsilon, cap=cap)
+                             epsilon=args.epsilon, cap=cap, kind=args.ncis_kind)
     except (ValueError, FileNotFoundError) as err:
         return _fail(str(err), EXIT_USAGE, "evaluate-ope")
     print(render_text(rows))
@@ -237,7 +243,8 @@ def cmd_evaluate_ope(args: argparse.Namespace) -> int:
         write_table(rows, Path(args.out))
     with tracking_run(args.tracking_uri, f"evaluate-ope__{Path(args.samples).name}") as tracker:
         tracker.log_params({"samples": str(Path(args.samples).resolve()), "runs": args.runs,
-                            "seeds": args.seeds, "epsilon": args.epsilon, "cap": args.cap})
+                            "seeds": args.seeds, "epsilon": args.epsilon, "cap": args.cap,
+                            "ncis_kind": args.ncis_kind})
         tracker.log_metrics({r["method"]: {k: v for k, v in r.items() if k != "method"}
                              for r in to_records(rows)})
     return 0

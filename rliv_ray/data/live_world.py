@@ -210,7 +210,8 @@ def simulate_live_users(c: LiveWorldConfig, pop: LivePopulation, users: np.ndarr
                         light: bool = False) -> LiveSimulation:
     """Run ``users`` (global user indices) through their horizon under ``policy``.
 
-    ``light`` leaves the feature and history columns out of the result (policy evaluation).
+    ``light`` leaves the feature and history columns out of the result and adds the latent
+    expected watch times (policy evaluation).
     """
     users = np.asarray(users, dtype=np.int64)
     st = _Users.build(c, pop, users, rng)
@@ -327,6 +328,8 @@ def _step(c: LiveWorldConfig, pop: LivePopulation, users, st: _Users, act, polic
     if light:
         for name in (S.USER_FEATURES, S.LIVE_FEATURES, S.LIVE_HISTORY, S.VIDEO_HISTORY):
             del out[name]
+        for name in (S.TRUE_EXPECTED_LIVE_WATCH_S, S.TRUE_EXPECTED_VIDEO_WATCH_PER_VIDEO_S):
+            out[name] = obs[name]
     out.update({
         S.ACTION: action.astype(np.int8),
         S.BEHAVIOR_PROB: prob.astype(np.float32),

@@ -36,7 +36,13 @@ from rliv_ray.data.live_samples import assign_groups
 from rliv_ray.data.live_world import LivePolicy, simulate_live_users
 from rliv_ray.data.ua_truth import discounted_returns
 from rliv_ray.grouping import group_starts
-from rliv_ray.ope.ncis import DEFAULT_BOOTSTRAP, DEFAULT_CAP, NCISEstimate, evaluate_policy_ncis
+from rliv_ray.ope.ncis import (
+    DEFAULT_BOOTSTRAP,
+    DEFAULT_CAP,
+    DEFAULT_KIND,
+    NCISEstimate,
+    evaluate_policy_ncis,
+)
 
 __all__ = ["EvalRow", "NetworkPolicy", "batch_from_observation", "batch_from_table", "evaluate",
            "mean_interval", "true_value_runs"]
@@ -45,6 +51,7 @@ _FLOAT = (S.USER_FEATURES, S.LIVE_FEATURES, S.BEHAVIOR_PROB, S.LIVE_WATCH_S, S.V
 _IDS = (S.LIVE_HISTORY, S.VIDEO_HISTORY)  # kept int32: the embeddings hash them as int64
 _ROW_COLUMNS = (*objective.STATE_COLUMNS, S.ACTION, S.BEHAVIOR_PROB, *objective.OUTCOME_COLUMNS)
 _TRUTH_STREAM = 0x7E57  # the on-policy runs' random stream, apart from the log's
+TRUTH_REWARDS = ("expected", "realised")
 CHUNK_ROWS = 8192
 """Rows per network call when a policy scores a whole log."""
 
@@ -182,10 +189,17 @@ class TruthRun:
 
 def true_value_runs(policy: LivePolicy, config: LiveWorldConfig, users: np.ndarray,
                     seeds: Sequence[int], *, beta: float, gamma: float = 1.0,
-                    population: LivePopulation | None = None,
-                    window_minutes: int = 20) -> list[TruthRun]:
+                    population: LivePopulation | None = None, window_minutes: int = 20,
+                    truth_reward: str = "expected") -> list[TruthRun]:
     """Run ``users`` (indices of ``config``'s population) on-policy once per seed, with fresh
-    dynamics drawn from ``(config.seed, seed)``; returns per-user (discounted) Eq. 5 returns."""
+    dynamics drawn from ``(config.seed, seed)``; returns per-user (discounted) Eq. 5 returns.
+
+    ``truth_reward="expected"`` (default) sums E[r_t | s_t, a_t] = a_t (E[T^l | s_t] - beta
+    E[T^v / n | s_t]) from the world's latent expectations instead of the realised r_t: the
+    same expected return (tower rule, conditional Monte Carlo) without the heavy-tailed
+    watch-time noise, which dominates the realised one (``"realised"``)."""
+    if truth_reward not in TRUTH_REWARDS:
+        raise ValueError(f"truth_reward must be one of {TRUTH_REWARDS}, got {truth_reward!r}")
     pop = population if population is not None else LivePopulation.build(config)
     runs = []
     for seed in seeds:
@@ -193,8 +207,12 @@ def true_value_runs(policy: LivePolicy, config: LiveWorldConfig, users: np.ndarr
         cols = simulate_live_users(config, pop, users, policy, rng, light=True).columns
         order = np.lexsort((cols[S.USER_REQUEST_IDX], cols[S.USER_ID]))
         cols = {k: v[order] for k, v in cols.items()}
-        reward = allocation_rewards(cols[S.ACTION], cols[S.LIVE_WATCH_S], cols[S.VIDEO_WATCH_S],
-                                    cols[S.N_VIDEOS], beta)
+        if truth_reward == "expected":
+            reward = cols[S.ACTION] * (cols[S.TRUE_EXPECTED_LIVE_WATCH_S]
+                                       - beta * cols[S.TRUE_EXPECTED_VIDEO_WATCH_PER_VIDEO_S])
+        else:
+            reward = allocation_rewards(cols[S.ACTION], cols[S.LIVE_WATCH_S],
+                                        cols[S.VIDEO_WATCH_S], cols[S.N_VIDEOS], beta)
         starts = group_starts(cols[S.USER_ID])
         action, has = cols[S.ACTION], cols[S.LIVE_ID] >= 0
         amplitudes = allocation_ratio_amplitude(cols[S.TS_MS], action, window_minutes)
@@ -248,26 +266,26 @@ class EvalRow:
 
 def evaluate(policy: LivePolicy, *, world_config: LiveWorldConfig, test_log: pa.Table | None,
              beta: float | None = None, seeds: Sequence[int] = (0,),
-             cap: float | str = DEFAULT_CAP, gamma: float = 1.0, kind: str = "trajectory",
+             cap: float | str = DEFAULT_CAP, gamma: float = 1.0, kind: str = DEFAULT_KIND,
              per_decision: bool = False, users: np.ndarray | None = None,
              population: LivePopulation | None = None,
              n_bootstrap: int = DEFAULT_BOOTSTRAP, window_minutes: int = 20,
-             level: float = 0.95) -> EvalRow:
+             level: float = 0.95, truth_reward: str = "expected") -> EvalRow:
     """NCIS of ``policy`` on ``test_log`` and its true value on the same held-out users.
 
-    NCIS (EQUATIONS.md 3, ``kind`` trajectory or per_decision, cap ``cap``):
-    ``policy.inject_probability`` on the
-    observations rebuilt from the held-out log (``observation_from_log``); ``per_decision``
-    adds the per-decision estimate from the same probabilities. A policy that
+    NCIS (EQUATIONS.md 3, ``kind`` stepwise, trajectory or per_decision, cap ``cap``):
+    ``policy.inject_probability`` on the observations rebuilt from the held-out log
+    (``observation_from_log``); ``per_decision`` adds the per-decision estimate from the same
+    probabilities. A policy that
     reads latent ``true_*`` keys (the oracle) cannot be scored: pass ``test_log=None`` and
     ``users`` for a truth-only row. J is the mean (``gamma``-discounted) Eq. 5 return per
     held-out user with ``beta`` (default ``world_config.beta``).
 
     Truth: the held-out users (default: the users of ``test_log``) of the *same* population
     (``world_config``: same users' latent traits, live streams, schedules), run on-policy once
-    per seed with fresh dynamics, is what NCIS estimates (a counterfactual of the same
-    trajectories), so the relative error measures the estimator and not the difference
-    between populations. ``evaluate_policy`` is not used: it runs every user of the config
+    per seed with fresh dynamics (rewards: ``truth_reward``, see ``true_value_runs``), is what
+    NCIS estimates (a counterfactual of the same trajectories), so the relative error measures
+    the estimator and not the difference between populations. ``evaluate_policy`` is not used: it runs every user of the config
     and draws one dynamics stream per world seed. The true value is the mean per-user return
     over users with at least one request (NCIS's per-trajectory mean; users without planned
     sessions have none under any policy); its interval is Student-t over seeds, or with one
@@ -293,7 +311,8 @@ def evaluate(policy: LivePolicy, *, world_config: LiveWorldConfig, test_log: pa.
             per_decision_estimate = evaluate_policy_ncis(test_log, lambda _: p_inject,
                                                          kind="per_decision", **options)
     runs = true_value_runs(policy, world_config, users, seeds, beta=beta, gamma=gamma,
-                           population=population, window_minutes=window_minutes)
+                           population=population, window_minutes=window_minutes,
+                           truth_reward=truth_reward)
     per_seed = [float(r.user_return.mean()) for r in runs]
     mean, low, high = mean_interval(per_seed, level)
     if len(runs) == 1:

@@ -1,11 +1,12 @@
 """``rliv evaluate-ope``: trained SL-MGAC runs (and baselines) scored as Tables 1-2 do.
 
 For every run directory (``rliv train sl-mgac ... --out RUN``): its ``policy.pt`` as an
-epsilon-greedy policy (Eq. 16), NCIS on the held-out users' logged trajectories
-(``SAMPLES/test``), and, since the world is synthetic, the true on-policy value of the same
-users. Runs of the same method (several training seeds) form one table row with a Student-t
-interval over them. Reference rows: the logging policy (NCIS weights are all 1) and the
-immediate-greedy oracle (true value only: it reads the world's latent state).
+epsilon-greedy policy (Eq. 16), NCIS (step-wise by default, see :mod:`rliv_ray.ope.ncis`) on
+the held-out users' logged trajectories (``SAMPLES/test``), and, since the world is
+synthetic, the true on-policy value of the same users. Runs of the same method (several
+training seeds) form one table row with a Student-t interval over them. Reference rows: the
+logging policy (NCIS weights are all 1) and the immediate-greedy oracle (true value only: it
+reads the world's latent state).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from rliv_ray.data.live_config import LiveWorldConfig
 from rliv_ray.data.live_policies import OraclePolicy, logging_policy
 from rliv_ray.data.live_population import LivePopulation
 from rliv_ray.ope.evaluate import EvalRow, NetworkPolicy, evaluate
+from rliv_ray.ope.ncis import DEFAULT_KIND
 from rliv_ray.ope.table import MethodSummary, summarise
 
 TEST_DIR = "test"
@@ -44,14 +46,14 @@ def world_of(samples: str | Path) -> tuple[LiveWorldConfig, pa.Table]:
 
 
 def evaluate_runs(samples: str | Path, runs: Sequence[str | Path], *, seeds: Sequence[int],
-                  epsilon: float, cap: float | str, n_bootstrap: int = 200,
-                  references: bool = True) -> list[MethodSummary]:
+                  epsilon: float, cap: float | str, kind: str = DEFAULT_KIND,
+                  n_bootstrap: int = 200, references: bool = True) -> list[MethodSummary]:
     """One table row per method (runs of the same method are pooled), references first."""
     from rliv_ray.algorithms.sl_mgac.train import load_policy
 
     config, test_log = world_of(samples)
     population = LivePopulation.build(config)
-    common = {"world_config": config, "seeds": tuple(seeds), "cap": cap,
+    common = {"world_config": config, "seeds": tuple(seeds), "cap": cap, "kind": kind,
               "population": population, "n_bootstrap": n_bootstrap}
     results: dict[str, list[EvalRow]] = {}
     if references:

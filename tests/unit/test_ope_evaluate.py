@@ -19,12 +19,14 @@ from rliv_ray.data.live_population import LivePopulation
 from rliv_ray.data.live_samples import group_edges, live_samples, user_watch_3w
 from rliv_ray.data.live_world import simulate_live_users
 from rliv_ray.ope.evaluate import (
+    TRUTH_REWARDS,
     EvalRow,
     NetworkPolicy,
     batch_from_observation,
     batch_from_table,
     evaluate,
     mean_interval,
+    true_value_runs,
 )
 from rliv_ray.ope.ncis import NCISEstimate
 from rliv_ray.ope.split import split_table
@@ -143,10 +145,26 @@ def test_ncis_of_the_logging_policy_is_the_on_log_mean(world):
     on_log = np.bincount(user, weights=reward).mean()
     assert row.ncis.value == pytest.approx(on_log, rel=1e-4)
     assert row.ncis_per_decision.value == pytest.approx(on_log, rel=1e-4)
-    assert row.ess == pytest.approx(row.users, rel=1e-3)  # every weight ~1
+    assert row.ess == pytest.approx(test.num_rows, rel=1e-3)  # every step's weight ~1
     mean, low, high = mean_interval(row.true_per_seed)
     assert (row.true_value, row.true_low, row.true_high) == (mean, low, high)
     assert row.ncis_relative_error == pytest.approx((row.ncis.value - mean) / abs(mean))
+
+
+def test_expected_reward_truth_has_the_realised_truths_mean_with_less_noise():
+    config = dataclasses.replace(CONFIG, n_users=400)
+    pop, users = LivePopulation.build(config), np.arange(config.n_users)
+    per_seed = {
+        kind: np.array([r.user_return.mean() for r in true_value_runs(
+            AlwaysPolicy(1.0), config, users, range(6), beta=config.beta, population=pop,
+            truth_reward=kind)])
+        for kind in TRUTH_REWARDS}
+    expected, realised = per_seed["expected"], per_seed["realised"]
+    difference = stats.ttest_rel(expected, realised)  # same seeds: the same request streams
+    assert difference.pvalue > 0.01
+    assert expected.std(ddof=1) < realised.std(ddof=1)
+    with pytest.raises(ValueError, match="truth_reward"):
+        true_value_runs(AlwaysPolicy(1.0), config, users, [0], beta=0.5, truth_reward="mean")
 
 
 def test_mean_interval_is_student_t():

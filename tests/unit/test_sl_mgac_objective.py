@@ -130,7 +130,7 @@ def test_reward_hat_with_predicted_bins_ignores_the_logged_bin():
     spec = tiny_spec(bin_source="predicted")
     logits = torch.full((1, 2, 8), -1e9)
     logits[..., 4] = 0.0  # certain of bin 4: live [30, 60), video [25, 50) -> 45 s, 37.5 s
-    r = reward_hat(hand_outputs(logits), spec, SLMGACSettings(beta=1.0),
+    r = reward_hat(hand_outputs(logits), spec, SLMGACSettings(beta=1.0, reward_scale=1.0),
                    torch.tensor([30.0, 0.0]), torch.tensor([0.0, 999.0]), torch.tensor([5, 5]))
     torch.testing.assert_close(r[0, :, 1], torch.tensor([45 - 37.5 / 5] * 2))
 
@@ -162,7 +162,8 @@ def test_reward_label_clips_watch_time_to_the_last_boundary(clip, expected):
     batch[S.ACTION] = torch.ones(8, dtype=torch.long)
     batch[S.LIVE_WATCH_S] = torch.full((8,), 5000.0)
     batch[S.VIDEO_WATCH_S] = torch.zeros(8)
-    _, metrics = sl_mgac_loss(net, target, batch, SLMGACSettings(clip_watch_time=clip))
+    settings = SLMGACSettings(clip_watch_time=clip, reward_scale=1.0)
+    _, metrics = sl_mgac_loss(net, target, batch, settings)
     assert metrics["reward/mean"] == pytest.approx(expected)
 
 

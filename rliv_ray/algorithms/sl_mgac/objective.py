@@ -45,9 +45,11 @@ class SLMGACSettings:
     gamma: float = 0.9
     beta: float = 0.5
     """Implicit cost weight of Eq. 5 (not reported; ~lambda / (1 + lambda), tune the ratio)."""
-    reward_scale: float = 1.0
+    reward_scale: float = 0.01
     """r and R_psi are multiplied by it (line 88's "normalized" reward) [I]; sets Q_tilde's
-    sharpness together with ``q_temperature``."""
+    sharpness together with ``q_temperature``. 0.01 puts a typical reward (tens of seconds) in
+    Huber's quadratic zone (delta 1); at 1 the Huber loss regresses the median of the heavy-
+    tailed watch time (benchmarks/RESULTS.md)."""
     huber_delta: float = 1.0
     """delta of every Huber loss [I]."""
     clip_watch_time: bool = True
@@ -59,11 +61,10 @@ class SLMGACSettings:
     """Q = R + gamma T (RLIV-UA Eq. 13); False: Q = R + T (EQUATIONS 1.10)."""
     detach_rpn_in_td: bool = True
     """sg(R_psi) in the TD term: the RPN learns from Eq. 11 only."""
-    actor_loss: str = "awac_sampled"
-    """Eq. 13 reading: ``awac_sampled`` (Q_tilde at the logged action; on states that never
-    repeat it degenerates to behaviour cloning) or ``soft_ce`` (-sum_a Q_tilde(s, a)
-    log pi(a|s), the "standard cross-entropy" of line 101). Which default learns better on
-    the live world is open (issue 5)."""
+    actor_loss: str = "soft_ce"
+    """Eq. 13 reading: ``soft_ce`` (-sum_a Q_tilde(s, a) log pi(a|s), the "standard cross-
+    entropy" of line 101) or ``awac_sampled`` (Q_tilde at the logged action only; on states
+    that never repeat it degenerates to behaviour cloning, benchmarks/RESULTS.md)."""
     q_norm: bool = True
     """Q_tilde = softmax(Q / T) in the actor loss (Eq. 13); False is w/o Q-norm."""
     plain_actor_loss: str = "expected_q"
