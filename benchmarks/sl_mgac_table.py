@@ -1,18 +1,20 @@
 """SL-MGAC's Tables 1-2 on the synthetic live-stream world: NCIS and the true value per method.
 
-Per seed s (world seed = training seed = s): log ``--users`` users x ``--days`` days under the
-logging policy (in memory; the same log as ``generate_live_world(..., n_files=1)``), split the
-users 4:1 (``split_table``), compute the activity-group edges on the training users, build
-SL-MGAC samples (``live_samples``) and train every method of ``--methods`` with a plain torch
-loop (Adam, embedding lr 1e-5 / other lr 1e-3, random minibatches, Polyak targets). Each
-trained network is served with Eq. 16 (greedy, ``--epsilon`` exploration) and scored by
-``ope.evaluate.evaluate``: NCIS (trajectory weights, cap 10) on the held-out users' logged
-trajectories and the true value of the same users run on-policy (``--eval-seeds`` runs).
+Per seed s (world seed ``--world-seed`` if given, else s; training seed s): log ``--users``
+users x ``--days`` days under the logging policy (in memory; the same log as
+``generate_live_world(..., n_files=1)``), split the users 4:1 (``split_table``), compute the
+activity-group edges on the training users, build SL-MGAC samples (``live_samples``) and
+train every method of ``--methods`` with a plain torch loop (Adam, embedding lr 1e-5 / other
+lr 1e-3, random minibatches, Polyak targets). Each trained network is served with Eq. 16
+(greedy, ``--epsilon`` exploration) and scored by ``ope.evaluate.evaluate``: NCIS
+(``--ncis-kind``, default step-wise, cap 10) on the held-out users' logged trajectories and
+the true value of the same users run on-policy (``--eval-seeds`` runs, expected rewards).
 Reference rows: the logging policy (NCIS and truth) and the immediate-greedy oracle with the
-same epsilon (truth only; it reads the world's latent expectations).
+same epsilon (truth only; it reads the world's latent expectations). The "true - L2R" column
+is paired by seed (``--reference``).
 
-    python benchmarks/sl_mgac_table.py --users 3000 --days 2 --updates 400 --seeds 3 \
-        --per-decision --out /tmp/sl_mgac_table
+    python benchmarks/sl_mgac_table.py --world-seed 0 --seeds 3 --out /tmp/sl_mgac_table
+    python benchmarks/sl_mgac_table.py --merge /tmp/run_a /tmp/run_b   # one table from two runs
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ import torch
 
 from rliv_ray import schema as S
 from rliv_ray.algorithms.sl_mgac.baselines import Method, method
-from rliv_ray.algorithms.sl_mgac.network import SLMGACNetwork, SLMGACSpec
+from rliv_ray.algorithms.sl_mgac.losses import ACTOR_LOSSES
+from rliv_ray.algorithms.sl_mgac.network import BIN_SOURCES, SLMGACNetwork, SLMGACSpec
 from rliv_ray.algorithms.sl_mgac.objective import SLMGACSettings, update_target
 from rliv_ray.data.live_config import LiveWorldConfig
 from rliv_ray.data.live_generate import bucket_table, live_log_schema_for_world
@@ -42,9 +45,11 @@ from rliv_ray.ope.ncis import DEFAULT_KIND, KINDS
 from rliv_ray.ope.split import split_table
 from rliv_ray.ope.table import render_markdown, render_text, summarise, to_records
 
-DEFAULT_METHODS = "SL-MGAC,SL-MGAC-sep,L2R,DQN,BC,w/o MG,w/o Q-norm,SL-MGAC-0"
+DEFAULT_METHODS = ("SL-MGAC,SL-MGAC-sep,SL-MGAC-vanilla,SL-MGAC-0,L2R,DQN,BC,w/o MG,w/o MG&DD,"
+                   "w/o MG&DD&SL,w/o LN,w/o SG,w/o Q-norm")
 LOGGING, ORACLE = "logging policy", "oracle (eps-greedy, truth only)"
 _LOG_STREAM = 1  # generate_live_world's bucket stream: bucket 0 of a one-file world
+SETTINGS = SLMGACSettings()  # the defaults of the options below
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,7 +180,7 @@ def _clean(value):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--users", type=int, default=3_000)
+    parser.add_argument("--users", type=int, default=5_000)
     parser.add_argument("--days", type=int, default=2)
     parser.add_argument("--history", type=int, default=20,
                         help="behaviour history length (the paper: 50; shorter is faster)")
@@ -190,19 +195,19 @@ def main() -> None:
                         default=[], metavar="FIELD=VALUE",
                         help="a numeric SLMGACSettings field for every method, e.g. tau=0.05 "
                              "(repeatable)")
-    parser.add_argument("--reference", default=LOGGING,
+    parser.add_argument("--reference", default="L2R",
                         help="method of the paired 'true - reference' column")
     parser.add_argument("--groups", type=int, default=6)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--methods", default=DEFAULT_METHODS, help="comma-separated names")
-    parser.add_argument("--updates", type=int, default=400)
+    parser.add_argument("--updates", type=int, default=1_000)
     parser.add_argument("--batch", type=int, default=1024)
-    parser.add_argument("--reward-scale", type=float, default=0.01)
-    parser.add_argument("--q-temperature", type=float, default=1.0)
-    parser.add_argument("--actor-loss", default="soft_ce", choices=("awac_sampled", "soft_ce"))
-    parser.add_argument("--bin-source", default="logged", choices=("logged", "predicted"))
+    parser.add_argument("--reward-scale", type=float, default=SETTINGS.reward_scale)
+    parser.add_argument("--q-temperature", type=float, default=SETTINGS.q_temperature)
+    parser.add_argument("--actor-loss", default=SETTINGS.actor_loss, choices=ACTOR_LOSSES)
+    parser.add_argument("--bin-source", default=SLMGACSpec.bin_source, choices=BIN_SOURCES)
     parser.add_argument("--epsilon", type=float, default=0.2, help="Eq. 16 exploration")
-    parser.add_argument("--eval-seeds", type=int, default=3, help="on-policy runs per policy")
+    parser.add_argument("--eval-seeds", type=int, default=5, help="on-policy runs per policy")
     parser.add_argument("--truth-users", default="test", choices=("test", "all"),
                         help="users run on-policy for the true value (all: less noise, but "
                              "the training users too)")
@@ -214,7 +219,16 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--log-every", type=int, default=100)
     parser.add_argument("--out", type=Path, default=None, help="folder for table.json/.md")
+    parser.add_argument("--merge", type=Path, nargs="+", metavar="DIR",
+                        help="instead of training: one table from earlier --out folders run "
+                             "on the same world, seeds and evaluation (each method's rows "
+                             "from the first folder that has them)")
     args = parser.parse_args()
+    if args.merge:
+        results, header = merged(args.merge)
+        write(summarise(results, reference=args.reference), header, args, {"merged": [
+            str(d) for d in args.merge]}, [])
+        return
     torch.set_num_threads(args.threads)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     for name in methods:
@@ -237,14 +251,40 @@ def main() -> None:
               f"{args.bin_source}, NCIS {args.ncis_kind} cap {args.cap}, epsilon "
               f"{args.epsilon}, {args.eval_seeds} on-policy runs per policy, "
               f"wall {wall:.0f}s")
+    write(rows, header, args, {"settings": settings, "wall_s": wall}, records)
+
+
+def write(rows, header: str, args, extra: dict, records: list[dict]) -> None:
+    """Print the table; with ``--out`` also write table.json (runs included) and table.md."""
     print(header)
     print(render_text(rows, args.reference))
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "table.json").write_text(json.dumps(_clean(
-            {"settings": settings, "wall_s": wall, "table": to_records(rows),
-             "runs": records}), indent=1, default=float))
+            {**extra, "header": header, "table": to_records(rows), "runs": records}),
+            indent=1, default=float))
         (args.out / "table.md").write_text(f"{header}\n\n{render_markdown(rows, args.reference)}\n")
+
+
+_SAME_SETTINGS = ("users", "days", "history", "beta", "world_seed", "world", "groups", "seeds",
+                  "epsilon", "eval_seeds", "truth_users", "cap", "ncis_kind")
+
+
+def merged(dirs: list[Path]) -> tuple[dict[str, list[EvalRow]], str]:
+    """Method -> rows (one per seed) from several output folders, and a combined header."""
+    by_method: dict[str, dict[int, EvalRow]] = {}
+    first, headers = None, []
+    for folder in dirs:
+        data = json.loads((folder / "table.json").read_text())
+        same = {k: data["settings"].get(k) for k in _SAME_SETTINGS}
+        if first is not None and same != first:
+            raise SystemExit(f"{folder}: {same} differs from {dirs[0]}: {first}")
+        first = same
+        headers.append(data.get("header") or (folder / "table.md").read_text().splitlines()[0])
+        for run in data["runs"]:
+            by_method.setdefault(run["method"], {}).setdefault(run["seed"], EvalRow.from_dict(run))
+    results = {name: [rows[s] for s in sorted(rows)] for name, rows in by_method.items()}
+    return results, "merged from:\n" + "\n".join(f"- {h}" for h in headers)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 import pyarrow as pa
@@ -255,6 +255,22 @@ class EvalRow:
             return math.nan
         return (self.ncis.value - self.true_value) / abs(self.true_value)
 
+    @classmethod
+    def from_dict(cls, data: Mapping) -> EvalRow:
+        """The inverse of :meth:`to_dict`, JSON nulls read back as nan; other keys ignored."""
+        def number(value):
+            return math.nan if value is None else value
+
+        def estimate(values: Mapping | None) -> NCISEstimate | None:
+            return None if values is None else NCISEstimate(
+                **{k: number(v) for k, v in values.items()})
+
+        plain = {f.name: number(data[f.name]) for f in fields(cls)
+                 if f.name not in ("ncis", "ncis_per_decision")}
+        plain.update(true_per_seed=tuple(plain["true_per_seed"]), seeds=tuple(plain["seeds"]))
+        return cls(ncis=estimate(data["ncis"]),
+                   ncis_per_decision=estimate(data.get("ncis_per_decision")), **plain)
+
     def to_dict(self) -> dict:
         out = asdict(self)
         out["ncis"] = None if self.ncis is None else asdict(self.ncis)
@@ -285,13 +301,14 @@ def evaluate(policy: LivePolicy, *, world_config: LiveWorldConfig, test_log: pa.
     (``world_config``: same users' latent traits, live streams, schedules), run on-policy once
     per seed with fresh dynamics (rewards: ``truth_reward``, see ``true_value_runs``), is what
     NCIS estimates (a counterfactual of the same trajectories), so the relative error measures
-    the estimator and not the difference between populations. ``evaluate_policy`` is not used: it runs every user of the config
-    and draws one dynamics stream per world seed. The true value is the mean per-user return
-    over users with at least one request (NCIS's per-trajectory mean; users without planned
-    sessions have none under any policy); its interval is Student-t over seeds, or with one
-    seed the normal interval over users. The injection ratio and the mean 20-minute amplitude
-    come from the same runs: with a few thousand users a minute holds tens of requests, so
-    the amplitude is dominated by binomial noise; compare it between policies on equal users.
+    the estimator and not the difference between populations. ``evaluate_policy`` is not used:
+    it runs every user of the config and draws one dynamics stream per world seed. The true
+    value is the mean per-user return over users with at least one request (NCIS's per-
+    trajectory mean; users without planned sessions have none under any policy); its interval is
+    Student-t over seeds, or with one seed the normal interval over users. The injection ratio
+    and the mean 20-minute amplitude come from the same runs: with a few thousand users a minute
+    holds tens of requests, so the amplitude is dominated by binomial noise; compare it between
+    policies on equal users.
     """
     beta = world_config.beta if beta is None else beta
     if not seeds:

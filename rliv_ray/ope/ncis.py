@@ -204,6 +204,16 @@ def _bootstrap(value_fn: Callable[[np.ndarray], float], n: int, n_bootstrap: int
     return float(low), float(high)
 
 
+def _bootstrapped(value_fn: Callable[[np.ndarray], float], n: int, empty: str, *,
+                  n_bootstrap: int, seed: int, level: float) -> tuple[float, float, float]:
+    """``value_fn`` on the n trajectories as drawn, and its bootstrap interval; ``empty`` is the
+    error when it is nan (every weight 0)."""
+    estimate = value_fn(np.zeros(n))
+    if math.isnan(estimate):
+        raise ValueError(empty)
+    return (estimate, *_bootstrap(value_fn, n, n_bootstrap, seed, level))
+
+
 def _check_options(n_bootstrap: int, level: float) -> None:
     if n_bootstrap < 0:
         raise ValueError(f"n_bootstrap must be >= 0, got {n_bootstrap}")
@@ -311,11 +321,9 @@ def _stepwise(discounted: np.ndarray, ratios: np.ndarray, start_idx: np.ndarray,
             return math.nan
         return float((k @ weighted) / (k @ weight) * (k @ steps) / k.sum())
 
-    estimate = value(np.zeros(len(start_idx)))
-    if math.isnan(estimate):
-        raise ValueError("every step has importance weight 0: the target policy never takes "
-                         "a logged action")
-    low, high = _bootstrap(value, len(start_idx), n_bootstrap, seed, level)
+    estimate, low, high = _bootstrapped(
+        value, len(start_idx), "every step has importance weight 0: the target policy never "
+        "takes a logged action", n_bootstrap=n_bootstrap, seed=seed, level=level)
     return NCISEstimate(estimate, low, high, _cap_value(cap, log_cap),
                         float(np.mean(log_ratios > log_cap)), _ess(_log(capped)),
                         _ess(log_ratios), len(start_idx), "stepwise")
@@ -360,11 +368,10 @@ def ncis_steps(rewards, ratios, starts, *, kind: str = DEFAULT_KIND,
     def value(log_k: np.ndarray) -> float:
         return _per_decision_value(capped, capped[last], traj, pos, length, discounted, log_k)
 
-    estimate = value(np.zeros(len(start_idx)))
-    if math.isnan(estimate):
-        raise ValueError("every trajectory has importance weight 0 from its first step: the "
-                         "target policy never takes the logged first actions")
-    low, high = _bootstrap(value, len(start_idx), n_bootstrap, seed, level)
+    estimate, low, high = _bootstrapped(
+        value, len(start_idx), "every trajectory has importance weight 0 from its first step: "
+        "the target policy never takes the logged first actions", n_bootstrap=n_bootstrap,
+        seed=seed, level=level)
     return NCISEstimate(estimate, low, high, _cap_value(cap, log_cap),
                         float(np.mean(log_w > log_cap)),
                         _ess(capped[last]), _ess(log_w[last]), len(start_idx), "per_decision")

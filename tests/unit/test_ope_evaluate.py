@@ -213,3 +213,17 @@ def test_table_pairs_the_true_gain_by_seed_and_shows_per_decision_ncis():
     assert f"| 10.00 ± {half:.2f} |" in render_markdown(rows, "logging")
     with pytest.raises(ValueError, match="reference"):
         summarise({"ours": ours}, reference="nobody")
+
+
+def test_eval_row_survives_a_json_round_trip(world):
+    import json
+
+    pop, _, test, _ = world
+    row = evaluate(logging_policy(CONFIG), world_config=CONFIG, test_log=test, seeds=(0, 1),
+                   population=pop, n_bootstrap=0, per_decision=True)
+    text = json.dumps(row.to_dict(), default=float).replace("NaN", "null")  # strict JSON
+    back = EvalRow.from_dict(json.loads(text))
+    assert back.true_per_seed == row.true_per_seed and back.seeds == row.seeds
+    assert back.ncis.value == row.ncis.value and math.isnan(back.ncis.ci_low)
+    assert back.ncis_per_decision.kind == "per_decision"
+    assert back.true_value == row.true_value and back.users == row.users

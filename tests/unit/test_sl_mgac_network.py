@@ -182,6 +182,7 @@ def test_spec_defaults_follow_the_paper():
     assert (spec.groups, spec.id_buckets, spec.shared_hidden) == (6, 5000, (256, 128))
     assert spec.actor_hidden == spec.rpn_hidden == spec.qrn_hidden == (64, 32)
     assert spec.live_bins.boundaries[-1] == spec.video_bins.boundaries[-1] == 1200.0
-    assert spec.rpn_width(spec.live_bins) == 8
+    assert spec.rpn_width(spec.live_bins) == 16  # 8 proportions + 8 bin logits (predicted)
+    assert SLMGACSpec(3, 2, bin_source="logged").rpn_width(spec.live_bins) == 8  # Table 4
     assert (spec.multi_group, spec.discretise, spec.supervised_split, spec.layer_norm,
             spec.stop_gradient) == (True,) * 5
