@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from rliv_ray import schema as S
@@ -78,6 +79,17 @@ def inspect_shards(path: str | Path, *, next_state: str = "asa") -> ShardInfo:
         first = first or info
         rows += meta.num_rows
     return ShardInfo(tuple(files), first.state_names, first.mode, first.absent_rewards, rows)
+
+
+def distinct_ids(info: ShardInfo) -> dict[str, int]:
+    """How many distinct users and authors the shards hold (reads only those two columns)."""
+    columns = (S.USER_ID, S.AUTHOR_ID)
+    seen: dict[str, list[pa.Array]] = {column: [] for column in columns}
+    for file in info.files:
+        table = pq.read_table(file, columns=list(columns))
+        for column in columns:
+            seen[column].append(pc.unique(table.column(column)))
+    return {column: len(pc.unique(pa.chunked_array(parts))) for column, parts in seen.items()}
 
 
 def _info(file: Path, schema: pa.Schema) -> ShardInfo:

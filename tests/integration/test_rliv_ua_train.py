@@ -10,14 +10,16 @@ import pytest
 import torch
 
 from rliv_ray import schema as S
+from rliv_ray.algorithms.rliv_ua.network import sized_id_buckets
 from rliv_ray.algorithms.rliv_ua.train import TrainSettings, load_module, train_rliv_ua
 from rliv_ray.cli import main
+from rliv_ray.offline.shards import distinct_ids, inspect_shards
 from rliv_ray.serving import ServingConfig, load_scorer
 from rliv_ray.train_loop import LoopSettings, TrainingDiverged, latest_checkpoint
 from tests.sampleshards import make_states, sample_table, write_shards
 
 pytestmark = pytest.mark.ray
-SMALL = {"train_batch_size_per_learner": 512, "id_buckets": 1024}
+SMALL = {"train_batch_size_per_learner": 512, "id_buckets": 4096}  # a cap: sized to 1024
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +48,9 @@ def cli(*args):
 def test_resume_gives_the_same_parameters_as_one_run(ray4, shards, tmp_path, capsys):
     whole = train_rliv_ua(shards, tmp_path / "whole", settings(4))
     assert (whole["iteration"], whole["updates"]) == (4, 12)
+    ids = max(distinct_ids(inspect_shards(shards)).values())  # tables sized from the data
+    assert whole["config"]["id_buckets"] == sized_id_buckets(ids, 16, SMALL["id_buckets"]) == 1024
+    assert whole["config"]["id_optimizer"] == "lazy_adam"
 
     assert cli(shards, "--out", tmp_path / "split", "--iterations", "2") == 0
     assert cli(shards, "--out", tmp_path / "split", "--iterations", "4") == 2

@@ -25,6 +25,8 @@ def test_defaults_follow_table_3():
     ({"gap_index": 3, "tau": 0.0}, "tau must be in"),
     ({"gap_index": 3, "target_update": "soft"}, "target_update must be"),
     ({"gap_index": 3, "next_state": "true"}, "next_state must be"),
+    ({"gap_index": 3, "id_optimizer": "sgd"}, "id_optimizer must be one of"),
+    ({"gap_index": 3, "id_rows_per_id": -1}, "id_rows_per_id must be >= 0"),
     ({"gap_index": 3, "gamma": 1.0}, "gamma must be in"),
     ({"gap_index": 3, "action_weights": (0.0, 0.0, 1.0)}, "strictly increasing"),
     ({"gap_index": 3, "action_c": -2.0}, "c \\+ a\\*w must be > 0"),

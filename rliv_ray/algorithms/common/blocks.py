@@ -35,8 +35,12 @@ class HashedEmbedding(nn.Module):
         self.buckets, self.salt = buckets, salt
         self.table = nn.Embedding(buckets, dim)
 
+    def rows(self, ids: torch.Tensor) -> torch.Tensor:
+        """The table rows of ``ids`` (B,) -> (B,) int64."""
+        return hash_ids(ids, self.buckets, self.salt)
+
     def forward(self, ids: torch.Tensor) -> torch.Tensor:  # (B,) -> (B, dim)
-        return self.table(hash_ids(ids, self.buckets, self.salt))
+        return self.table(self.rows(ids))
 
 
 class BatchedLinear(nn.Module):

@@ -102,6 +102,10 @@ class TargetUpdatingLearner(TorchLearner):
                 tau = 1.0
             else:
                 continue
-            for main_net, target_net in module.unwrapped().get_target_network_pairs():
-                polyak_update(main_net, target_net, tau)
+            self.update_targets(module_id, module.unwrapped(), tau)
         return result
+
+    def update_targets(self, module_id: str, module: OnlineAndTarget, tau: float) -> None:
+        """Move the module's targets towards its online networks by ``tau`` (1 copies)."""
+        for main_net, target_net in module.get_target_network_pairs():
+            polyak_update(main_net, target_net, tau)

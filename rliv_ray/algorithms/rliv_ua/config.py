@@ -19,6 +19,7 @@ from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from rliv_ray.actions import ActionGrid
 from rliv_ray.algorithms.common.offline import ValidatedConfig
 from rliv_ray.algorithms.rliv_ua.network import NetworkSpec
+from rliv_ray.algorithms.rliv_ua.optim import ID_OPTIMIZERS
 from rliv_ray.schema import EFFECTIVE_VIEW, LABELS
 
 NETWORK_DEFAULTS: dict[str, Any] = {
@@ -31,6 +32,8 @@ RLIV_DEFAULTS: dict[str, Any] = {
     "tau": 0.005,  # Table 3, Polyak rate
     "target_update": "polyak",  # EQUATIONS 2.1(c): "polyak" every update or "hard" copies
     "target_update_interval": 1000,  # updates between hard copies
+    "id_optimizer": "lazy_adam",  # "lazy_adam": row-wise Adam on the id tables; "adam": dense
+    "id_rows_per_id": 16,  # table rows per distinct id when sized from data (0: id_buckets)
     "next_state": "asa",  # "asa": every row with ASA's s'; "stitched": w/o ASA (2.1(j))
     "action_weights": ActionGrid().weights,  # EQUATIONS 2.1(f) [I]
     "action_c": 1.0,
@@ -122,6 +125,11 @@ class RLIVUAConfig(ValidatedConfig):
         if self.target_update_interval < 1:
             errors.append(f"target_update_interval must be >= 1, got "
                           f"{self.target_update_interval}")
+        if self.id_optimizer not in ID_OPTIMIZERS:
+            errors.append(f"id_optimizer must be one of {ID_OPTIMIZERS}, got "
+                          f"'{self.id_optimizer}'")
+        if self.id_rows_per_id < 0:
+            errors.append(f"id_rows_per_id must be >= 0, got {self.id_rows_per_id}")
         if self.next_state not in ("asa", "stitched"):
             errors.append(f"next_state must be 'asa' or 'stitched', got '{self.next_state}'")
         if not 0.0 <= self.gamma < 1.0:

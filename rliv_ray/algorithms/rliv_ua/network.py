@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from rliv_ray import schema as S
 from rliv_ray.algorithms.common.blocks import BatchedMLP, HashedEmbedding
-from rliv_ray.schema import LABELS
 
 USER_SALT, AUTHOR_SALT = 1, 2
 
@@ -31,13 +31,13 @@ class NetworkSpec:
     gap_index: int
     """Position of log1p(Delta) in the state; the first-contact flag follows it."""
     n_actions: int
-    towers: tuple[str, ...] = LABELS
+    towers: tuple[str, ...] = S.LABELS
     n_critics: int = 2
     hidden: tuple[int, ...] = (64, 64)
     embedding_dim: int = 32
     id_buckets: int = 1 << 16
-    """Rows of each hashed id table: memory is bounded whatever the number of ids (dense Adam
-    updates every row, so each update costs O(id_buckets * embedding_dim))."""
+    """Rows of each hashed id table: memory is bounded whatever the number of ids. ``rliv
+    train`` sizes the tables from the data with this as the cap (see ``id_rows_per_id``)."""
     max_gap_bucket: int = 20
     supervised_split: bool = True
     """Q = R_hat + gamma * T_hat (Eq. 13); False is the w/o-SL ablation."""
@@ -53,8 +53,8 @@ class NetworkSpec:
         if not 0 <= self.gap_index < self.state_dim - 1:
             raise ValueError(f"gap_index must leave room for the first-contact flag in a state "
                              f"of {self.state_dim}, got {self.gap_index}")
-        if not self.towers or set(self.towers) - set(LABELS):
-            raise ValueError(f"towers must be a non-empty subset of {LABELS}, got {self.towers}")
+        if not self.towers or set(self.towers) - set(S.LABELS):
+            raise ValueError(f"towers must be a non-empty subset of {S.LABELS}, got {self.towers}")
 
     @property
     def reward_heads(self) -> int:
@@ -62,6 +62,20 @@ class NetworkSpec:
         if not self.supervised_split:
             return 0
         return 1 if self.shared_reward else self.n_critics
+
+
+def sized_id_buckets(distinct_ids: int, rows_per_id: int, cap: int) -> int:
+    """Rows of a hashed id table for ``distinct_ids`` ids: the power of two at or above
+    ``rows_per_id * distinct_ids``, at most ``cap`` (``rows_per_id`` 0: ``cap``).
+
+    A hashed id shares its row with another with probability about n / rows, so 16 rows per id
+    keeps that near 6%; the cap bounds memory when ids are many (the paper's 100M users).
+    """
+    if rows_per_id < 0 or cap < 1:
+        raise ValueError(f"rows_per_id must be >= 0 and cap >= 1, got {rows_per_id}, {cap}")
+    if rows_per_id == 0:
+        return cap
+    return min(cap, 1 << max(0, rows_per_id * max(1, distinct_ids) - 1).bit_length())
 
 
 @dataclass(frozen=True)
@@ -95,6 +109,10 @@ class RLIVUANetwork(nn.Module):
         self.assist = (nn.Sequential(nn.Linear(2 * e, spec.hidden[0]), nn.ReLU(),
                                      nn.Linear(spec.hidden[0], 1))
                        if spec.gift_assist else None)
+
+    def id_embeddings(self) -> dict[str, HashedEmbedding]:
+        """The hashed id tables by the batch column whose ids they embed."""
+        return {S.USER_ID: self.user, S.AUTHOR_ID: self.author}
 
     def gap_bucket(self, state: torch.Tensor) -> torch.Tensor:
         """0 for a first contact, else 1 + floor(log2 Delta) capped (as ``mdp.state``)."""

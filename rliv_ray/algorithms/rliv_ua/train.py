@@ -26,7 +26,8 @@ from rliv_ray.algorithms.common.driver import (
     with_offline_data,
 )
 from rliv_ray.algorithms.rliv_ua.config import NETWORK_DEFAULTS, RLIV_DEFAULTS, RLIVUAConfig
-from rliv_ray.offline.shards import ShardInfo, inspect_shards
+from rliv_ray.algorithms.rliv_ua.network import sized_id_buckets
+from rliv_ray.offline.shards import ShardInfo, distinct_ids, inspect_shards
 
 SCORER_FILE = "scorer.pt"
 REPORT_FILE = "train.json"
@@ -46,6 +47,9 @@ def build_config(info: ShardInfo, settings: TrainSettings) -> RLIVUAConfig:
     errors = config.field_errors()
     if errors:
         raise ValueError("; ".join(errors))
+    if config.id_rows_per_id:  # id_buckets is then the cap
+        config.id_buckets = sized_id_buckets(max(distinct_ids(info).values()),
+                                             config.id_rows_per_id, config.id_buckets)
     config = config.environment(
         observation_space=gym.spaces.Box(-np.inf, np.inf, (info.state_dim,), np.float32),
         action_space=gym.spaces.Discrete(config.n_actions))
