@@ -5,7 +5,7 @@
     rliv validate LOGS                      schema, types, ranges, order; exit 1 on the first error
     rliv summary LOGS                       counts, label rates, stitchable share
     rliv check-world                        does the synthetic world reward long-term thinking?
-    rliv build-samples LOGS OUT             stitching + ASA -> RL sample shards (Ray Data)
+    rliv build-samples LOGS OUT             stitching + ASA -> RL sample shards (local or Ray)
     rliv asa-report LOGS                    stitching rates, ASA vs rule (Table 4), epsilon
     rliv train rliv-ua SAMPLES --out DIR    RLIV-UA with RLlib: checkpoints, metrics, scorer.pt
     rliv rerank SCORER SAMPLES              one request through the exported scorer (no Ray)
@@ -180,9 +180,20 @@ def _log_run(args, name: str, report: dict) -> None:
 
     with tracking_run(args.tracking_uri, f"{name}__{Path(args.logs).name}__{args.seed}") as tr:
         tr.log_params({"logs": str(Path(args.logs).resolve()), "workers": report["workers"],
-                       "sample": report["sample_config"], "asa": report["asa_config"]})
+                       "sample_path": report["sample_path"], "sample": report["sample_config"],
+                       "asa": report["asa_config"]})
         tr.log_metrics({"stitching": report["stitching"], "table4": report["table4"],
                         "epsilon": report["epsilon"], "time": report["seconds"]})
+
+
+def _sample_path(args: argparse.Namespace):
+    """Where the per-file work runs (``--workers``, ``--address``), announced in one line."""
+    from rliv_ray.data import io
+    from rliv_ray.mdp.pipeline import sample_path
+
+    path = sample_path(args.workers, address=args.address, files=len(io.log_files(args.logs)))
+    print(path.describe(), flush=True)
+    return path
 
 
 def cmd_build_samples(args: argparse.Namespace) -> int:
@@ -192,7 +203,7 @@ def cmd_build_samples(args: argparse.Namespace) -> int:
     mode = "no_asa" if args.no_asa else "hybrid" if args.hybrid else "asa"
     config, asa = _sample_configs(args, mode)
     report = build_samples(args.logs, args.out, config=config, asa_config=asa,
-                           workers=args.workers, address=args.address,
+                           workers=_sample_path(args), address=args.address,
                            overwrite=args.overwrite, progress=not args.quiet)
     print(format_report(report))
     print(f"\nwrote {report['samples_written']:,} samples ({mode}) to {args.out}/samples in "
@@ -206,16 +217,31 @@ def cmd_asa_report(args: argparse.Namespace) -> int:
     from rliv_ray.mdp.report import format_report
 
     config, asa = _sample_configs(args)
-    report = asa_report(args.logs, config=config, asa_config=asa, workers=args.workers,
+    report = asa_report(args.logs, config=config, asa_config=asa, workers=_sample_path(args),
                         address=args.address, progress=not args.quiet)
     print(format_report(report))
     _log_run(args, "asa-report", report)
     return 0
 
 
+def _workers(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        workers = int(text)
+    except ValueError:
+        workers = -1
+    if workers < 0:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or an integer >= 0, got {text!r}")
+    return workers
+
+
 def _add_sample_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--workers", type=int, default=2, help="Ray Data tasks at a time (default "
-                   "2); 0 runs everything in this process without Ray")
+    p.add_argument("--workers", type=_workers, default="auto", metavar="auto|N",
+                   help="auto (default): Ray Data on a cluster (--address) or where this "
+                   "machine and log allow 3+ tasks at once, else this process, which Ray "
+                   "cannot beat there; N >= 1: Ray Data with N tasks at a time; 0: this "
+                   "process, without Ray. Prints the choice")
     p.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
     p.add_argument("--sequence-length", type=int, help="L of the truncated behaviour sequence "
                    "(default: the world's setting, else 30)")

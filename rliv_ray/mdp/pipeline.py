@@ -10,15 +10,19 @@
    s_hat' for every interaction and is written as one shard. The true approximation error
    epsilon is measured against the pair's true next interaction in the full log, for every
    interaction that has one, including those stitching cannot reach (EQUATIONS 2.1(m)).
+
+Where the per-file work runs is :func:`choose_sample_path`'s decision: in this process, or on
+Ray Data when Ray can run enough files at once to pay for its start-up (or a cluster is given).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -43,15 +47,83 @@ from rliv_ray.runner import make_runner
 SAMPLES_DIR = "samples"
 ASA_MODEL = "asa.pt"
 _TUPLES, _BUCKETS = "_asa_tuples", "_buckets"
+AUTO = "auto"
+RAY_MIN_TASKS = 3
+"""Fewest tasks at a time for which ``workers="auto"`` starts a local Ray. With 2 workers on 2
+cores Ray Data ran at 0.69x the in-process path at 2M rows and 0.97x at 10M
+(``benchmarks/RESULTS.md``): its start-up and background processes eat the second task's gain."""
+
+
+@dataclass(frozen=True)
+class SamplePath:
+    """Where the per-file work runs: in this process (``workers == 0``) or on Ray Data with
+    ``workers`` tasks at a time. ``requested`` is what was asked for, ``reason`` why."""
+
+    requested: str
+    workers: int
+    reason: str
+
+    @property
+    def engine(self) -> str:
+        return "ray_data" if self.workers else "in_process"
+
+    def describe(self) -> str:
+        where = (f"Ray Data, {self.workers} tasks at a time" if self.workers
+                 else "in this process, without Ray")
+        return f"sample path: {where} (--workers {self.requested}: {self.reason})"
+
+
+def choose_sample_path(requested: int | str, *, address: str | None, cpus: int,
+                       files: int) -> SamplePath:
+    """The rule behind ``--workers``; pure, so it is tested without Ray.
+
+    An integer is obeyed (0: in-process). ``auto`` takes Ray Data on a cluster (one task per
+    file; Ray places them) and locally when ``min(cpus, files) >= RAY_MIN_TASKS``, with that
+    many tasks; otherwise the in-process path, which Ray cannot beat there.
+    """
+    if requested != AUTO:
+        if isinstance(requested, bool) or not isinstance(requested, int) or requested < 0:
+            raise ValueError(f"workers must be {AUTO!r} or an integer >= 0, got {requested!r}")
+        if requested == 0:
+            unused = "; the cluster address is not used" if address else ""
+            return SamplePath("0", 0, "0 runs in this process" + unused)
+        return SamplePath(str(requested), requested, "as asked")
+    if address:
+        tasks = max(files, 1)
+        return SamplePath(AUTO, tasks, f"a Ray cluster at {address}: one task per file")
+    tasks = min(cpus, files)
+    if tasks < RAY_MIN_TASKS:
+        return SamplePath(AUTO, 0, f"{cpus} local CPUs and {files} files allow {tasks} tasks "
+                          f"at once; Ray needs {RAY_MIN_TASKS}+ to beat this process")
+    return SamplePath(AUTO, tasks, f"{cpus} local CPUs and {files} files allow {tasks} tasks "
+                      "at once")
+
+
+def local_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity else os.cpu_count() or 1
+
+
+def sample_path(requested: int | str | SamplePath, *, address: str | None,
+                files: int) -> SamplePath:
+    """:func:`choose_sample_path` for this machine and ``$RAY_ADDRESS``; a path already
+    chosen is kept."""
+    if isinstance(requested, SamplePath):
+        return requested
+    return choose_sample_path(requested, address=address or os.environ.get("RAY_ADDRESS"),
+                              cpus=local_cpus(), files=files)
 
 
 def build_samples(logs: str | Path, out: str | Path, *, config: SM.SampleConfig,
-                  asa_config: ASAConfig, workers: int = 2, address: str | None = None,
-                  overwrite: bool = False, progress: bool = True) -> dict:
+                  asa_config: ASAConfig, workers: int | str | SamplePath = AUTO,
+                  address: str | None = None, overwrite: bool = False,
+                  progress: bool = True) -> dict:
     """Write ``out/samples/part-*.parquet``, ``out/asa.pt`` and ``out/manifest.json``."""
     files = io.log_files(logs)
+    path = sample_path(workers, address=address, files=len(files))
     with io.atomic_output_dir(out, overwrite=overwrite) as tmp:
-        report, model = _run(logs, files, tmp, tmp / SAMPLES_DIR, config, asa_config, workers,
+        report, model = _run(logs, files, tmp, tmp / SAMPLES_DIR, config, asa_config, path,
                              address, progress)
         (tmp / ASA_MODEL).write_bytes(model)
         io.write_manifest(tmp, report)
@@ -59,11 +131,13 @@ def build_samples(logs: str | Path, out: str | Path, *, config: SM.SampleConfig,
 
 
 def asa_report(logs: str | Path, *, config: SM.SampleConfig, asa_config: ASAConfig,
-               workers: int = 2, address: str | None = None, progress: bool = True) -> dict:
+               workers: int | str | SamplePath = AUTO, address: str | None = None,
+               progress: bool = True) -> dict:
     """Stitching rates, ASA vs rule-based (Table 4) and epsilon, writing nothing."""
     files = io.log_files(logs)
+    path = sample_path(workers, address=address, files=len(files))
     with tempfile.TemporaryDirectory(prefix="rliv-asa-") as scratch:
-        report, _ = _run(logs, files, Path(scratch), None, config, asa_config, workers, address,
+        report, _ = _run(logs, files, Path(scratch), None, config, asa_config, path, address,
                          progress)
     return report
 
@@ -98,10 +172,11 @@ class _Clock:
         return {**self.laps, "total_s": round(time.perf_counter() - self.start, 2)}
 
 
-def _run(logs, files, scratch: Path, shards: Path | None, config, asa_config, workers, address,
-         progress) -> tuple[dict, bytes]:
+def _run(logs, files, scratch: Path, shards: Path | None, config, asa_config, path: SamplePath,
+         address, progress) -> tuple[dict, bytes]:
     clock = _Clock()
-    runner = make_runner(workers, address=address, progress=progress)
+    runner = make_runner(path.workers, address=address if path.workers else None,
+                         progress=progress)
     try:
         clock.lap("start_s")
         buckets, bucketed = _buckets(logs, files, scratch, runner, progress)
@@ -129,7 +204,10 @@ def _run(logs, files, scratch: Path, shards: Path | None, config, asa_config, wo
     return {
         "rows": int(sum(s["rows"] for s in stats)),
         "files": len(files), "buckets": len(buckets), "input_bucketed_by_user": bucketed,
-        "workers": runner.workers, "sample_config": _plain(asdict(config)),
+        "workers": runner.workers,
+        "sample_path": {"engine": path.engine, "requested": path.requested,
+                        "reason": path.reason},
+        "sample_config": _plain(asdict(config)),
         "asa_config": _plain(asdict(asa_config)), "layout": list(layout.names),
         "stitching": merge_stitch_stats(stats), "table4": table4,
         "epsilon": merge_errors(errors), "seconds": clock.total(),

@@ -6,8 +6,9 @@ import pytest
 
 from rliv_ray import schema as S
 from rliv_ray.data import io
+from rliv_ray.mdp import pipeline
 from rliv_ray.mdp.asa import ASAConfig
-from rliv_ray.mdp.pipeline import build_samples
+from rliv_ray.mdp.pipeline import asa_report, build_samples
 from rliv_ray.mdp.samples import SampleConfig
 from tests.logtables import make_log_table, write_log
 
@@ -69,3 +70,16 @@ def test_invalid_file_found_by_a_ray_worker_is_one_clear_error(local_ray, tmp_pa
     assert (info.value.column, info.value.row) == (S.BEHAVIOR_PROB, 3)
     assert info.value.file.endswith(io.part_name(1))
     assert not (tmp_path / "out").exists()
+
+
+def test_auto_takes_ray_data_where_cpus_and_files_allow(local_ray, tmp_path, monkeypatch):
+    monkeypatch.setattr(pipeline, "local_cpus", lambda: 8)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    table = make_log_table(n_users=12, requests_per_user=20, items_per_request=1, seed=3)
+    logs = write_log(table, tmp_path / "logs", n_files=3)
+    report = asa_report(logs, config=SampleConfig(), progress=False,
+                        asa_config=ASAConfig(epochs=1, hidden_sizes=(16,)))
+    assert report["workers"] == 3
+    assert report["sample_path"]["engine"] == "ray_data"
+    assert report["sample_path"]["requested"] == "auto"
+    assert report["rows"] == table.num_rows

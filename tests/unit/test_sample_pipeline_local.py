@@ -1,5 +1,6 @@
 """The sample pipeline in-process (workers=0): outputs, bad input, edge cases."""
 
+import contextlib
 import json
 
 import numpy as np
@@ -8,9 +9,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from rliv_ray import schema as S
+from rliv_ray import tracking
 from rliv_ray.cli import EXIT_INVALID, main
 from rliv_ray.data import io
 from rliv_ray.data.validate import LogValidationError
+from rliv_ray.mdp import pipeline
 from rliv_ray.mdp.asa import ASAConfig
 from rliv_ray.mdp.pipeline import asa_report, build_samples
 from rliv_ray.mdp.samples import SampleConfig
@@ -101,3 +104,45 @@ def test_cli_asa_report_and_build_samples(tmp_path, capsys):
     assert main(["build-samples", str(logs), str(tmp_path / "t"), "--sequence-length", "0",
                  *common]) == 2
     assert "sequence_length must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_cli_workers_auto_is_the_default_announced_and_recorded(tmp_path, capsys, monkeypatch):
+    logs, _ = small_log(tmp_path)
+    monkeypatch.setattr(pipeline, "local_cpus", lambda: 2)  # the project's 2-core machine
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    params = []
+
+    @contextlib.contextmanager
+    def recording_run(uri, name):
+        tracker = tracking.NoOpTracker()
+        tracker.log_params = params.append
+        yield tracker
+
+    monkeypatch.setattr(tracking, "tracking_run", recording_run)
+    expected = {"engine": "in_process", "requested": "auto"}
+    for i, extra in enumerate(([], ["--workers", "auto"])):
+        out = tmp_path / f"s{i}"
+        assert main(["build-samples", str(logs), str(out), "--asa-epochs", "1", "--quiet",
+                     *extra]) == 0
+        first = capsys.readouterr().out.splitlines()[0]
+        assert first.startswith("sample path: in this process, without Ray (--workers auto: "
+                                "2 local CPUs and 3 files allow 2 tasks at once")
+        manifest = json.loads((out / io.MANIFEST).read_text())
+        assert manifest["workers"] == 0
+        assert manifest["sample_path"].items() >= expected.items()
+        assert params[-1]["workers"] == 0
+        assert params[-1]["sample_path"].items() >= expected.items()
+
+
+def test_cli_workers_zero_is_in_process_and_nonsense_is_refused(tmp_path, capsys):
+    logs, _ = small_log(tmp_path)
+    assert main(["asa-report", str(logs), "--workers", "0", "--asa-epochs", "1",
+                 "--quiet"]) == 0
+    assert capsys.readouterr().out.startswith(
+        "sample path: in this process, without Ray (--workers 0: 0 runs in this process)\n")
+    for bad in ("two", "-1", "local"):
+        with pytest.raises(SystemExit) as info:
+            main(["build-samples", str(logs), str(tmp_path / "s"), "--workers", bad])
+        assert info.value.code == 2
+        assert f"expected 'auto' or an integer >= 0, got '{bad}'" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
