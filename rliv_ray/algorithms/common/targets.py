@@ -45,12 +45,12 @@ class RowwisePolyak:
     Each update then costs O(rows in the batch), not O(rows in the table).
     """
 
-    def __init__(self, rows: int, tau: float):
+    def __init__(self, rows: int, tau: float, device: torch.device | str = "cpu"):
         if not 0.0 < tau <= 1.0:
             raise ValueError(f"tau must be in (0, 1], got {tau}")
         self.tau = tau
         self.updates = 0
-        self.synced_at = torch.zeros(rows, dtype=torch.long)
+        self.synced_at = torch.zeros(rows, dtype=torch.long, device=device)
         """Per row: the update count at which the target row was last brought up to date."""
 
     @torch.no_grad()
@@ -73,8 +73,8 @@ class RowwisePolyak:
 
     def sync_all(self, online: torch.Tensor, target: torch.Tensor) -> None:
         """Bring every row up to date (the table then equals per-update Polyak's)."""
-        self.catch_up(online, target, torch.arange(len(self.synced_at)))
+        self.catch_up(online, target, torch.arange(len(self.synced_at), device=online.device))
 
     def reset(self) -> None:
-        """The target table was replaced by one that is up to date (restore, hard copy)."""
+        """The target table was replaced by one that is up to date (a restored checkpoint)."""
         self.synced_at.fill_(self.updates)

@@ -56,7 +56,7 @@ class IdTableTargets:
 
     def __init__(self, net: RLIVUANetwork, target: RLIVUANetwork, tau: float):
         self.net, self.target, self.tau = net, target, tau
-        self.tables = {column: RowwisePolyak(e.buckets, tau)
+        self.tables = {column: RowwisePolyak(e.buckets, tau, e.table.weight.device)
                        for column, e in net.id_embeddings().items()}
         names = {id(e): name for name, e in net.named_children()}
         self.skip = tuple(f"{names[id(e)]}.table.weight" for e in net.id_embeddings().values())
