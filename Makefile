@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 DEMO := demo_out
 DEMO_TRACKING := sqlite:///$(abspath $(DEMO))/mlflow.db
 
-.PHONY: demo test install lint bench-generate bench-samples clean
+.PHONY: demo test install lint bench-generate bench-samples bench-learners bench-peer clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,8 +26,8 @@ demo: $(STAMP)
 	$(RLIV) generate $(DEMO)/world --users 1000 --seed 0 --overwrite
 	$(RLIV) validate $(DEMO)/world
 	$(RLIV) summary $(DEMO)/world --tracking-uri $(DEMO_TRACKING)
-	$(RLIV) check-world --users 300 --days 7 --seeds 3
-	$(RLIV) build-samples $(DEMO)/world $(DEMO)/samples --workers 2 --asa-epochs 5 --overwrite --tracking-uri $(DEMO_TRACKING)
+	$(RLIV) check-world --users 300 --days 7 --seeds 5
+	$(RLIV) build-samples $(DEMO)/world $(DEMO)/samples --asa-epochs 5 --overwrite --tracking-uri $(DEMO_TRACKING)
 	$(RLIV) train rliv-ua $(DEMO)/samples --out $(DEMO)/rliv_ua --iterations 4 --updates-per-iteration 50 --checkpoint-every 2 --overwrite --tracking-uri $(DEMO_TRACKING)
 	$(RLIV) rerank $(DEMO)/rliv_ua/scorer.pt $(DEMO)/samples --top-k 10
 	$(RLIV) generate-live $(DEMO)/live --users 2000 --days 2 --seed 0 --overwrite
@@ -48,6 +48,27 @@ bench-generate: $(STAMP)
 
 bench-samples: $(STAMP)
 	$(PY) benchmarks/sample_pipeline.py --rows 1000000 4000000 10000000
+
+# Learner speed (issue 14): RLIV-UA's optimisers and SL-MGAC's update, bare torch, interleaved.
+BENCH_DATA ?= /tmp/rliv-bench
+bench-learners: $(STAMP)
+	$(RLIV) generate $(BENCH_DATA)/world --users 1000 --seed 0 --overwrite --quiet
+	$(RLIV) build-samples $(BENCH_DATA)/world $(BENCH_DATA)/samples --asa-epochs 5 --overwrite --quiet
+	$(PY) benchmarks/rliv_ua_updates.py $(BENCH_DATA)/samples --variants before dense after --profile 10
+	$(PY) benchmarks/sl_mgac_updates.py
+
+# The peer benchmark against d3rlpy, which lives only in its own environment (.venv-peer).
+PEER_VENV := .venv-peer
+$(PEER_VENV)/.installed:
+	test -x $(PEER_VENV)/bin/python || $(PYTHON) -m venv $(PEER_VENV)
+	$(PEER_VENV)/bin/pip install --quiet --disable-pip-version-check torch==2.13.0
+	$(PEER_VENV)/bin/pip install --quiet --disable-pip-version-check d3rlpy==2.8.1 pyarrow
+	touch $@
+
+bench-peer: $(STAMP) $(PEER_VENV)/.installed
+	$(RLIV) generate $(BENCH_DATA)/world --users 1000 --seed 0 --overwrite --quiet
+	$(RLIV) build-samples $(BENCH_DATA)/world $(BENCH_DATA)/samples --asa-epochs 5 --overwrite --quiet
+	$(PY) benchmarks/peer_d3rlpy.py $(BENCH_DATA)/samples --markdown $(BENCH_DATA)/peer_d3rlpy.md
 
 clean:
 	rm -rf $(DEMO) .pytest_cache

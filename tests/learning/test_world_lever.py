@@ -10,7 +10,9 @@ pytestmark = pytest.mark.slow
 
 
 def test_oracle_beats_both_myopic_policies():
-    result = compare_policies(UAWorldConfig(n_users=200, days=7), seeds=[0, 1, 2])
+    # Five seeds: with three, the t-interval (2 degrees of freedom) of the oracle's margin
+    # touched zero under numpy 2.4.6 although its mean is +15%.
+    result = compare_policies(UAWorldConfig(n_users=200, days=7), seeds=[0, 1, 2, 3, 4])
     assert separated(result, "Greedy", "RankingModel")
     assert separated(result, "Oracle", "Greedy")
     assert paired_margin(result, "Oracle", "Greedy")["mean"] > 0.10
