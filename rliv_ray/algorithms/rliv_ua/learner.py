@@ -6,7 +6,8 @@ target network follows by Polyak averaging, p' <- tau * p + (1 - tau) * p', or, 
 ``target_update="hard"``, is copied every ``target_update_interval`` updates (EQUATIONS 2.1(c);
 :class:`~rliv_ray.algorithms.common.offline.TargetUpdatingLearner`); under lazy Adam the id
 tables' targets follow row-wise (:class:`~rliv_ray.algorithms.rliv_ua.optim.IdTableTargets`)
-and are brought fully up to date before every checkpoint. Metrics are means over the
+and are brought fully up to date before every checkpoint; with more than one learner they take
+the full Polyak update. Metrics are means over the
 iteration's updates.
 """
 
@@ -35,7 +36,10 @@ class RLIVUALearner(TargetUpdatingLearner):
             self.register_optimizer(module_id=module_id, optimizer_name=name,
                                     optimizer=optimizer, params=params,
                                     lr_or_lr_schedule=config.lr)
-        if config.id_optimizer == "lazy_adam" and config.target_update == "polyak":
+        # With several (DDP) learners the optimiser moves the rows of every learner's batch,
+        # not only this one's: the row-wise target update would miss some, so they Polyak all.
+        if (config.id_optimizer == "lazy_adam" and config.target_update == "polyak"
+                and config.num_learners <= 1):
             self.id_targets[module_id] = IdTableTargets(module.net, module.target, config.tau)
 
     def compute_loss_for_module(self, *, module_id, config, batch: dict[str, Any],
