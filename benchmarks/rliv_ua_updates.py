@@ -49,9 +49,10 @@ from rliv_ray.offline.shards import inspect_shards
 
 
 def bare_torch(samples: str, updates: int, batch_size: int, warmup: int = 10, *,
-               training: dict | None = None, profile_updates: int = 0) -> float:
-    """Updates/s of the bare loop; with ``profile_updates`` also prints a torch.profiler
-    table of that many updates (top ops by self CPU time)."""
+               training: dict | None = None, profile_updates: int = 0) -> tuple[float, int]:
+    """Updates/s of the bare loop and the matmul FLOPs of one update (FlopCounterMode); with
+    ``profile_updates`` also prints a torch.profiler table of that many updates (top ops by
+    self CPU time)."""
     info = inspect_shards(samples)
     table = pa.concat_tables(pq.read_table(f) for f in info.files)
     arrays = shard_batch_to_arrays(table, module_id="m")
@@ -85,9 +86,8 @@ def bare_torch(samples: str, updates: int, batch_size: int, warmup: int = 10, *,
 
     for _ in range(warmup):
         update()
-    with FlopCounterMode(display=False) as counter:  # matmul FLOPs of one update
+    with FlopCounterMode(display=False) as counter:
         update()
-    FLOPS[config.id_optimizer, config.id_buckets] = counter.get_total_flops()
     started = time.perf_counter()
     for _ in range(updates):
         update()
@@ -101,7 +101,7 @@ def bare_torch(samples: str, updates: int, batch_size: int, warmup: int = 10, *,
         print(f"# {config.id_optimizer}, id_buckets {config.id_buckets}: "
               f"{profile_updates} updates")
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
-    return rate
+    return rate, counter.get_total_flops()
 
 
 def rllib(samples: str, updates: int, iterations: int, num_learners: int) -> dict:
@@ -128,7 +128,8 @@ if int(threads):
     torch.set_num_threads(int(threads))
 import rliv_ray, rliv_ua_updates
 assert rliv_ray.__file__.startswith(tree), rliv_ray.__file__
-print(rliv_ua_updates.bare_torch(samples, int(updates), int(batch)))
+rate = rliv_ua_updates.bare_torch(samples, int(updates), int(batch))
+print(rate[0] if isinstance(rate, tuple) else rate)  # newer loops also return their FLOPs
 """
 
 
@@ -144,8 +145,6 @@ def baseline_tree(tree: str, samples: str, updates: int, batch_size: int, thread
     return float(out.strip().splitlines()[-1])
 
 
-FLOPS: dict[tuple[str, int], int] = {}
-"""Matmul FLOPs of one bare update by (id optimiser, table rows), as FlopCounterMode counts."""
 VARIANTS = {"before": {"id_optimizer": "adam", "id_rows_per_id": 0},
             "dense": {"id_optimizer": "adam"},
             "after": {}}
@@ -175,14 +174,17 @@ def main() -> None:
     batch_size = RLIVUAConfig().train_batch_size_per_learner
     names = (["baseline"] if args.baseline_tree else []) + args.variants
     rates: dict[str, list[float]] = {name: [] for name in names}
+    gflop: dict[str, float] = {}
     for repeat in range(args.repeats):
         if args.baseline_tree:
             rates["baseline"].append(baseline_tree(args.baseline_tree, args.samples,
                                                    args.updates, batch_size, args.threads))
         for name in args.variants:
             profile = args.profile if repeat == args.repeats - 1 else 0
-            rates[name].append(bare_torch(args.samples, args.updates, batch_size,
-                                          training=VARIANTS[name], profile_updates=profile))
+            rate, flops = bare_torch(args.samples, args.updates, batch_size,
+                                     training=VARIANTS[name], profile_updates=profile)
+            rates[name].append(rate)
+            gflop[name] = flops / 1e9
     summary = {name: {"median_updates_per_s": statistics.median(r),
                       "min": min(r), "max": max(r)} for name, r in rates.items()}
     first = names[0]
@@ -192,9 +194,8 @@ def main() -> None:
     result = {"torch_threads": torch.get_num_threads(), "batch_size": batch_size,
               "bare_torch": summary,
               "paired_ratios": {k: {"median": statistics.median(v), "min": min(v),
-                                    "max": max(v)} for k, v in ratios.items()}}
-    result["matmul_gflop_per_update"] = {f"{k[0]}, {k[1]} rows": v / 1e9
-                                         for k, v in FLOPS.items()}
+                                    "max": max(v)} for k, v in ratios.items()},
+              "matmul_gflop_per_update": gflop}
     if args.rllib:
         ray_run = rllib(args.samples, args.updates, args.iterations, args.num_learners)
         result["rllib"] = ray_run

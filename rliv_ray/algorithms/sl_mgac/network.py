@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from rliv_ray.algorithms.common.blocks import BatchedMLP, HashedEmbedding, hash_ids
+from rliv_ray.algorithms.common.blocks import BatchedMLP, HashedEmbedding
 from rliv_ray.algorithms.sl_mgac.attention import TargetAttention
 from rliv_ray.algorithms.sl_mgac.bins import LIVE_BINS, VIDEO_BINS, WatchTimeBins
 
@@ -233,15 +233,14 @@ _BUCKETS: dict[tuple, torch.Tensor] = {}
 
 
 def bucket_of(table: HashedEmbedding, ids: torch.Tensor) -> torch.Tensor:
-    """``hash_ids(ids, table.buckets, table.salt)``: the row of each id in ``table``, looked up
-    (about 3x faster than hashing a 50-id history) when every id is in [-1, LOOKUP_IDS)."""
+    """``table.rows(ids)``: the row of each id in ``table``, looked up (about 3x faster than
+    hashing a 50-id history) when every id is in [-1, LOOKUP_IDS)."""
     low, high = torch.aminmax(ids)
-    if low < -1 or high >= LOOKUP_IDS - 1:
-        return hash_ids(ids, table.buckets, table.salt)
+    if low < -1 or high >= LOOKUP_IDS:
+        return table.rows(ids)
     key = (table.buckets, table.salt, ids.device)
     if key not in _BUCKETS:
-        every_id = torch.arange(-1, LOOKUP_IDS - 1, device=ids.device)
-        _BUCKETS[key] = hash_ids(every_id, table.buckets, table.salt)
+        _BUCKETS[key] = table.rows(torch.arange(-1, LOOKUP_IDS, device=ids.device))
     return _BUCKETS[key].index_select(0, ids.reshape(-1) + 1).view(ids.shape)
 
 
