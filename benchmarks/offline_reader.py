@@ -19,6 +19,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from rliv_ray.algorithms.rliv_ua.config import RLIVUAConfig
 from rliv_ray.offline.live_prelearner import LivePreLearner
 from rliv_ray.offline.prelearner import ColumnarPreLearner
 
@@ -30,7 +31,7 @@ READER = ColumnarPreLearner
 def direct(path: str, batch_size: int) -> float:
     table = pq.read_table(path)
     batches = [pa.Table.from_batches([b]) for b in table.to_batches(max_chunksize=batch_size)]
-    reader = READER(config=None)
+    reader = READER(config=RLIVUAConfig())
     started = time.perf_counter()
     for batch in batches:
         reader(batch)
@@ -45,7 +46,7 @@ def through_ray_data(path: str, batch_size: int) -> dict:
     ray.data.DataContext.get_current().enable_progress_bars = False
     started = time.perf_counter()
     ds = ray.data.read_parquet(path).map_batches(
-        READER, fn_constructor_kwargs={"config": None}, batch_size=batch_size,
+        READER, fn_constructor_kwargs={"config": RLIVUAConfig()}, batch_size=batch_size,
         batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=1), num_cpus=0.5)
     rows, first = 0, None
     for batch in ds.iter_batches(batch_size=batch_size, batch_format="numpy"):

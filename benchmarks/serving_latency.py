@@ -27,6 +27,7 @@ from rliv_ray.schema import LABELS
 from rliv_ray.serving import Scorer, ServingConfig, export_scorer, load_scorer
 
 GAMMA, TOP_K, WARMUP = 0.9, 10, 200
+SERVING = {"serving_tower": "effective_view", "epsilon": 0.1}  # RLIVUAConfig's defaults
 MIXES = {"effective_view": {"effective_view": 1.0},
          "all 4 towers": dict.fromkeys(LABELS, 0.25)}
 
@@ -65,7 +66,7 @@ def main() -> None:
     net = RLIVUANetwork(spec).eval()
     with tempfile.TemporaryDirectory(prefix="rliv-serving-bench-") as tmp:
         started = time.perf_counter()
-        path = export_scorer(net, Path(tmp) / "scorer.pt", gamma=GAMMA, grid=grid)
+        path = export_scorer(net, Path(tmp) / "scorer.pt", gamma=GAMMA, grid=grid, **SERVING)
         print(f"state_dim {spec.state_dim}, id_buckets {spec.id_buckets}, "
               f"{args.candidates} candidates, top-{TOP_K}, "
               f"{args.threads} thread(s), torch {torch.__version__}; export "
@@ -76,7 +77,7 @@ def main() -> None:
             config = ServingConfig(top_k=TOP_K, tower_weights=mix,
                                    max_candidates=max(300, args.candidates))
             scorers = {"in-memory": Scorer.from_network(net, gamma=GAMMA, grid=grid,
-                                                        config=config, rng=0),
+                                                        config=config, rng=0, **SERVING),
                        "exported": load_scorer(path, config, rng=0)}
             for name, scorer in scorers.items():
                 ms = time_requests(scorer, spec, args.requests, args.candidates, seed=1)

@@ -9,6 +9,7 @@
     rliv asa-report LOGS                    stitching rates, ASA vs rule (Table 4), epsilon
     rliv train rliv-ua SAMPLES --out DIR    RLIV-UA with RLlib: checkpoints, metrics, scorer.pt
     rliv rerank SCORER SAMPLES              one request through the exported scorer (no Ray)
+    rliv evaluate WORLD --policy SPEC       policies in the ground-truth world: Tables 1 and 2
     rliv generate-live OUT                  synthetic live-stream allocation world -> OUT/log
     rliv build-live-samples LOGS OUT        4:1 user split, activity groups, SL-MGAC transitions
     rliv train sl-mgac SAMPLES --out DIR    SL-MGAC with RLlib: checkpoints, metrics, policy.pt
@@ -319,6 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
     from rliv_ray.cli_live import add_live_parsers
 
     add_live_parsers(add, _parse_override)
+    from rliv_ray.cli_eval import add_eval_parsers
+
+    add_eval_parsers(add, _parse_override)
 
     p = add("convert-kuairand", cmd_convert_kuairand,
             "Convert the published KuaiRand CSV files (Pure, 1K or 27K) into the log schema, "

@@ -2,7 +2,8 @@
 
     rliv train rliv-ua SAMPLES --out DIR [--iterations N] [--num-learners N] [--address ADDR]
                                          [--resume] [--set FIELD=VALUE ...] [--ablation NAME]
-    rliv rerank SCORER SAMPLES [--user U] [--top-k K]    one request through the exported scorer
+    rliv rerank SCORER SAMPLES [--user U] [--top-k K] [--tower T[=W] ...] [--epsilon E]
+                                                         one request through the exported scorer
 """
 
 from __future__ import annotations
@@ -82,20 +83,23 @@ def add_model_parsers(sub, parse_override) -> None:
 
     p = sub.add_parser(
         "rerank", help="Re-rank one request with an exported scorer (no Ray).",
-        description="Load OUT/scorer.pt of `rliv train rliv-ua` with plain torch, build one "
-        "request from a user's latest state per author in the sample shards (base rank score "
-        "1 for all, so the order shows the weights alone), pick each candidate's weight "
-        "(Eq. 1), print the top K and the request's latency.")
+        description="Load OUT/scorer.pt of `rliv train rliv-ua` with plain torch and re-rank "
+        "one request. Its candidates are the authors the user met in the first sample shard, "
+        "each with the state and the logged rank_score of the user's latest row with that "
+        "author. Picks each candidate's weight a, prints the top K by final = rank_score * "
+        "(c + a*w)^b (Eq. 1) with the rank score beside it, and the request's latency. Needs "
+        "shards whose log has rank scores (KuaiRand's has none).")
     p.set_defaults(func=cmd_rerank)
     p.add_argument("scorer", help="an exported scorer file (OUT/scorer.pt)")
     p.add_argument("samples", help="sample shards to take the request's candidates from")
-    p.add_argument("--user", type=int, help="user id (default: the user with most authors)")
+    p.add_argument("--user", type=int, help="user id (default: the user with most rows)")
     p.add_argument("--candidates", type=int, default=300, help="at most this many (300)")
     p.add_argument("--top-k", type=int, default=10)
     p.add_argument("--tower", action="append", metavar="TOWER[=WEIGHT]",
                    help="tower(s) whose Q picks the weight, e.g. follow=0.5 --tower gift=0.5 "
-                   "(default effective_view)")
-    p.add_argument("--epsilon", type=float, default=0.0, help="exploration (default 0 here)")
+                   "(default: the model's serving_tower)")
+    p.add_argument("--epsilon", type=float, help="per-candidate exploration (default: the "
+                   "model's epsilon)")
 
 
 def _add_train_options(p, parse_override, config_name: str, examples: str) -> None:
@@ -179,22 +183,22 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_rerank(args: argparse.Namespace) -> int:
     from rliv_ray.serving import ServingConfig, load_scorer
 
-    towers = dict(_tower_weight(t) for t in args.tower or ["effective_view"])
+    towers = dict(_tower_weight(t) for t in args.tower) if args.tower else None
     try:
         config = ServingConfig(top_k=args.top_k, tower_weights=towers, epsilon=args.epsilon)
         scorer = load_scorer(args.scorer, config)
-        user, authors, states = _request_from_shards(args.samples, args.user,
-                                                     args.candidates)
+        user, authors, states, scores = _request_from_shards(args.samples, args.user,
+                                                             args.candidates)
     except (ValueError, FileNotFoundError) as err:
         return _fail(str(err), EXIT_USAGE, "rerank")
-    ranking = scorer.rank(user, authors, states, np.ones(len(authors)))
-    latency = [_timed(scorer.rank, user, authors, states, np.ones(len(authors)))
-               for _ in range(200)]
-    print(f"user {user}: {len(authors)} candidates, towers {towers}, top {len(ranking.indices)}")
-    print(f"{'rank':>4} {'author':>10} {'weight':>6} {'final':>7}")
-    for rank, (i, weight, score) in enumerate(zip(ranking.indices, ranking.weights,
-                                                  ranking.final_scores, strict=True), 1):
-        print(f"{rank:>4} {authors[i]:>10} {weight:>6.2f} {score:>7.3f}")
+    ranking = scorer.rank(user, authors, states, scores)
+    latency = [_timed(scorer.rank, user, authors, states, scores) for _ in range(200)]
+    print(f"user {user}: {len(authors)} candidates, towers {dict(scorer.config.tower_weights)}, "
+          f"epsilon {scorer.config.epsilon:g}, top {len(ranking.indices)}")
+    print(f"{'rank':>4} {'author':>10} {'rank_score':>10} {'weight':>6} {'final':>8} explored")
+    for rank, i in enumerate(ranking.indices):
+        print(f"{rank + 1:>4} {authors[i]:>10} {scores[i]:>10.4f} {ranking.weights[rank]:>6.2f} "
+              f"{ranking.final_scores[rank]:>8.4f} {'yes' if ranking.explored[rank] else 'no'}")
     greedy = np.bincount(scorer.q_values(user, authors, states).argmax(axis=1),
                          minlength=scorer.grid.size)
     print("greedy weight over all candidates: " + ", ".join(
@@ -204,15 +208,21 @@ def cmd_rerank(args: argparse.Namespace) -> int:
     return 0
 
 
-def _request_from_shards(samples: str, user: int | None,
-                         candidates: int) -> tuple[int, np.ndarray, np.ndarray]:
-    """One user's latest state per author in the first shard: a request's candidates."""
+def _request_from_shards(samples: str, user: int | None, candidates: int
+                         ) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+    """One request from the first shard: (user, (N,) authors, (N, D) states, (N,) rank scores),
+    one candidate per author the user met, with the state and logged rank score of the user's
+    latest row with that author."""
     import pyarrow.parquet as pq
 
     from rliv_ray import schema as S
     from rliv_ray.offline.shards import shard_files
 
-    table = pq.read_table(shard_files(samples)[0], columns=[S.USER_ID, S.AUTHOR_ID, S.STATE])
+    file = shard_files(samples)[0]
+    if S.RANK_SCORE not in pq.read_schema(file).names:
+        raise ValueError(f"{file}: sample shard lacks column '{S.RANK_SCORE}' (rebuild it with "
+                         "`rliv build-samples`)")
+    table = pq.read_table(file, columns=[S.USER_ID, S.AUTHOR_ID, S.STATE, S.RANK_SCORE])
     users = table[S.USER_ID].to_numpy()
     if user is None:
         ids, counts = np.unique(users, return_counts=True)
@@ -223,8 +233,13 @@ def _request_from_shards(samples: str, user: int | None,
     authors = table[S.AUTHOR_ID].to_numpy()[rows]
     _, last = np.unique(authors[::-1], return_index=True)  # latest row per author
     keep = rows[::-1][last][:candidates]
+    scores = table[S.RANK_SCORE].take(keep)
+    if scores.null_count:
+        raise ValueError(f"{file}: user {user} has no logged '{S.RANK_SCORE}' (its log, like "
+                         "KuaiRand's, has no base ranker scores), so Eq. 1 cannot be applied")
     states = S.arrow_to_matrix(table[S.STATE].take(keep))
-    return user, table[S.AUTHOR_ID].to_numpy()[keep], states
+    return (user, table[S.AUTHOR_ID].to_numpy()[keep], states,
+            scores.to_numpy().astype(np.float64))
 
 
 def cmd_evaluate_ope(args: argparse.Namespace) -> int:

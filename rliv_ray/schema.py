@@ -200,7 +200,9 @@ USER_SEQUENCE_SCHEMA = pa.schema(
 
 
 def rl_sample_schema(state_dim: int) -> pa.Schema:
-    """An RL sample shard row: (s, a, r_click..r_gift, s_hat', stitched, s_true', gap, group)."""
+    """An RL sample shard row: (s, a, r_click..r_gift, s_hat', stitched, s_true', gap, group),
+    plus the log's rank score (serving's base score; null where the log has none, as KuaiRand's).
+    Training ignores the rank score, so shards written without it still train."""
     return pa.schema(
         [
             pa.field(USER_ID, pa.int64(), nullable=False),
@@ -214,6 +216,7 @@ def rl_sample_schema(state_dim: int) -> pa.Schema:
             pa.field(TRUE_NEXT_STATE, feature_vector(state_dim), nullable=False),
             pa.field(GAP, pa.int32(), nullable=False),
             pa.field(USER_GROUP, pa.int16(), nullable=False),
+            pa.field(RANK_SCORE, pa.float32(), nullable=True),
         ]
     )
 

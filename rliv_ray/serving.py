@@ -7,11 +7,14 @@ For one request of user u with N <= 300 candidates (EQUATIONS.md 2.2, "Serving")
     final_i  = rank_score_i * (c + a_i * w) ** b                        Eq. 1
     expose the top-K candidates by final_i
 
-One tower (effective view offline, 2.1(h2)) is the default; a weighted mix of towers' Q (for
-example follow 0.5 + gift 0.5 for revenue) is the other reading of 2.1(l). Only the chosen
-towers' heads are evaluated: all four towers cost about four times as much.
+By default a request is served as the model was trained to be: on its serving tower alone
+(``RLIVUAConfig.serving_tower``; effective view offline, 2.1(h2)) with its exploration rate
+(``RLIVUAConfig.epsilon``), both stored in the exported file. A :class:`ServingConfig` may name
+other towers or a weighted mix of their Q (for example follow 0.5 + gift 0.5 for revenue, the
+other reading of 2.1(l)) and another epsilon. Only the chosen towers' heads are evaluated: all
+four towers cost about four times as much.
 
-**Export format** (``FORMAT_VERSION`` 1): one TorchScript file written by
+**Export format** (``FORMAT_VERSION`` 2): one TorchScript file written by
 :func:`export_scorer` with ``torch.jit.trace`` (the trace is checked at other candidate
 counts and tower sets, and a ``TracerWarning`` is an error). Its ``forward`` is
 
@@ -20,8 +23,10 @@ counts and tower sets, and a ``TracerWarning`` is an error). Its ``forward`` is
             meta["towers"][tower_index], with gamma baked in
 
 and the extra file ``rliv_meta.json`` holds ``format_version``, ``towers``, ``gamma``,
-``state_dim``, ``n_actions`` and ``action_grid`` (``weights``, ``c``, ``w``, ``b``). It loads
-without rliv_ray:
+``state_dim``, ``n_actions``, ``action_grid`` (``weights``, ``c``, ``w``, ``b``),
+``serving_tower`` (one of ``towers``) and ``epsilon`` (the default serving exploration).
+Version 1 files, which lack the last two, still load; serving one then needs a config that names
+its towers and epsilon, else it fails with a message saying so. It loads without rliv_ray:
 
     import json, torch
     extra = {"rliv_meta.json": ""}
@@ -40,7 +45,7 @@ import math
 import os
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +57,9 @@ from rliv_ray.algorithms.rliv_ua.losses import clipped_double_q
 from rliv_ray.algorithms.rliv_ua.network import Heads, RLIVUANetwork
 from rliv_ray.schema import LABELS
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, FORMAT_VERSION)
+"""Version 1 lacks ``serving_tower`` and ``epsilon``; everything else is the same."""
 META_FILE = "rliv_meta.json"
 TRACE_CANDIDATES = (7, 1, 13)
 """Candidate counts the export traces with (first) and checks the trace against (others)."""
@@ -60,19 +67,29 @@ TRACE_CANDIDATES = (7, 1, 13)
 
 @dataclass(frozen=True, kw_only=True)
 class ServingConfig:
-    """How a request is scored; gamma and the action grid come with the model."""
+    """How a request is scored; gamma and the action grid come with the model, and so do the
+    serving tower and epsilon where this leaves them None (see :meth:`resolved`)."""
 
     top_k: int
     """How many candidates a request exposes (fewer when it has fewer)."""
-    tower_weights: Mapping[str, float] | tuple[tuple[str, float], ...] = (("effective_view", 1.0),)
+    tower_weights: Mapping[str, float] | tuple[tuple[str, float], ...] | None = None
     """Towers whose min-over-critics Q picks the action, with their weights omega_l (2.1(l));
-    stored as a tuple of (tower, weight) pairs."""
-    epsilon: float = 0.1
-    """Per-candidate probability of a uniformly random action (2.1(f))."""
+    stored as a tuple of (tower, weight) pairs. None: the model's serving tower alone."""
+    epsilon: float | None = None
+    """Per-candidate probability of a uniformly random action (2.1(f)). None: the model's."""
     max_candidates: int = 300
     """Largest number of candidates a request may carry."""
 
     def __post_init__(self) -> None:
+        if self.epsilon is not None and not 0.0 <= self.epsilon <= 1.0:
+            raise ValueError(f"epsilon must be in [0, 1], got {self.epsilon}")
+        if self.max_candidates < 1:
+            raise ValueError(f"max_candidates must be >= 1, got {self.max_candidates}")
+        if not 1 <= self.top_k <= self.max_candidates:
+            raise ValueError(f"top_k must be in [1, max_candidates={self.max_candidates}], "
+                             f"got {self.top_k}")
+        if self.tower_weights is None:
+            return
         pairs = self.tower_weights
         pairs = tuple(pairs.items()) if isinstance(pairs, Mapping) else tuple(pairs)
         if not pairs or not all(isinstance(p, tuple | list) and len(p) == 2 for p in pairs):
@@ -87,22 +104,28 @@ class ServingConfig:
         weights = tuple(float(w) for _, w in pairs)
         if not all(math.isfinite(w) and w > 0 for w in weights):
             raise ValueError(f"tower_weights must be finite and > 0, got {dict(pairs)}")
-        if not 0.0 <= self.epsilon <= 1.0:
-            raise ValueError(f"epsilon must be in [0, 1], got {self.epsilon}")
-        if self.max_candidates < 1:
-            raise ValueError(f"max_candidates must be >= 1, got {self.max_candidates}")
-        if not 1 <= self.top_k <= self.max_candidates:
-            raise ValueError(f"top_k must be in [1, max_candidates={self.max_candidates}], "
-                             f"got {self.top_k}")
         object.__setattr__(self, "tower_weights", tuple(zip(towers, weights, strict=True)))
+
+    def resolved(self, serving_tower: str | None, epsilon: float | None,
+                 source: str = "the model") -> ServingConfig:
+        """This config with the model's serving tower (weight 1) and epsilon where it leaves
+        them None; raises if one is still unknown (a version 1 file records neither)."""
+        towers = self.tower_weights
+        if towers is None and serving_tower is None:
+            raise ValueError(f"{source} records no serving tower (export format 1): name the "
+                             "tower(s) to serve on")
+        if self.epsilon is None and epsilon is None:
+            raise ValueError(f"{source} records no serving epsilon (export format 1): name one")
+        return replace(self, tower_weights=towers if towers is not None else {serving_tower: 1.0},
+                       epsilon=self.epsilon if self.epsilon is not None else epsilon)
 
     @property
     def towers(self) -> tuple[str, ...]:
-        return tuple(t for t, _ in self.tower_weights)
+        return tuple(t for t, _ in self.tower_weights or ())
 
     @property
     def weights(self) -> tuple[float, ...]:
-        return tuple(w for _, w in self.tower_weights)
+        return tuple(w for _, w in self.tower_weights or ())
 
 
 @dataclass(frozen=True)
@@ -149,12 +172,16 @@ class Scorer:
 
     ``q_module(user_id (N,), author_id (N,), state (N, D), tower_index (T',)) -> (T', N, A)``
     gives min-over-critics Q of the towers ``towers[tower_index]``, as :class:`TowerQ` and the
-    exported file do. ``rng`` (a Generator or a seed) draws the exploration.
+    exported file do. ``config`` must name its towers and epsilon (:meth:`ServingConfig.resolved`
+    fills them from the model). ``rng`` (a Generator or a seed) draws the exploration.
     """
 
     def __init__(self, q_module: nn.Module, *, towers: tuple[str, ...], state_dim: int,
                  grid: ActionGrid, config: ServingConfig,
                  rng: np.random.Generator | int | None = None):
+        if config.tower_weights is None or config.epsilon is None:
+            raise ValueError("config leaves tower_weights or epsilon to the model: pass "
+                             "config.resolved(serving_tower, epsilon)")
         missing = [t for t in config.towers if t not in towers]
         if missing:
             raise ValueError(f"tower_weights names towers {missing} that the model lacks; "
@@ -167,12 +194,14 @@ class Scorer:
 
     @classmethod
     def from_network(cls, net: RLIVUANetwork, *, gamma: float, grid: ActionGrid,
-                     config: ServingConfig, rng: np.random.Generator | int | None = None
-                     ) -> Scorer:
-        """An in-memory scorer of a trained network (no export)."""
+                     serving_tower: str, epsilon: float, config: ServingConfig,
+                     rng: np.random.Generator | int | None = None) -> Scorer:
+        """An in-memory scorer of a trained network (no export); ``serving_tower`` and
+        ``epsilon`` are the model's, used where ``config`` leaves them None."""
         _check_model(net, gamma, grid)
         return cls(TowerQ(net, gamma, net.spec.towers), towers=net.spec.towers,
-                   state_dim=net.spec.state_dim, grid=grid, config=config, rng=rng)
+                   state_dim=net.spec.state_dim, grid=grid,
+                   config=config.resolved(serving_tower, epsilon), rng=rng)
 
     def q_values(self, user_id: int, author_ids: np.ndarray, states: np.ndarray) -> np.ndarray:
         """sum_l omega_l * min_k Q_l^k(H_{u,i}, a) for every candidate and action, (N, A)."""
@@ -261,14 +290,21 @@ def _trace_inputs(net: RLIVUANetwork, n_towers: int) -> list[tuple[torch.Tensor,
 
 
 def export_scorer(net: RLIVUANetwork, path: str | os.PathLike, *, gamma: float,
-                  grid: ActionGrid, towers: tuple[str, ...] | None = None) -> Path:
-    """Write ``net``'s serving Q of ``towers`` (default: all) as one TorchScript file.
+                  grid: ActionGrid, serving_tower: str, epsilon: float,
+                  towers: tuple[str, ...] | None = None) -> Path:
+    """Write ``net``'s serving Q of ``towers`` (default: all) as one TorchScript file, with the
+    model's ``serving_tower`` and ``epsilon`` as the defaults of whoever serves it.
 
     See the module docstring for the format. The trace is checked against eager outputs at
     other candidate counts and tower subsets, so no shape is baked in.
     """
     _check_model(net, gamma, grid)
     towers = tuple(towers) if towers is not None else net.spec.towers
+    if serving_tower not in towers:
+        raise ValueError(f"serving_tower '{serving_tower}' is not among the exported towers "
+                         f"{towers}")
+    if not 0.0 <= epsilon <= 1.0:
+        raise ValueError(f"epsilon must be in [0, 1], got {epsilon}")
     module = TowerQ(net, gamma, towers)
     examples = _trace_inputs(net, len(towers))
     was_training = net.training
@@ -283,7 +319,8 @@ def export_scorer(net: RLIVUANetwork, path: str | os.PathLike, *, gamma: float,
                     "gamma": float(gamma), "state_dim": net.spec.state_dim,
                     "n_actions": grid.size,
                     "action_grid": {"weights": list(grid.weights), "c": grid.c, "w": grid.w,
-                                    "b": grid.b}}
+                                    "b": grid.b},
+                    "serving_tower": serving_tower, "epsilon": float(epsilon)}
             path = Path(path)
             torch.jit.save(traced, str(path), _extra_files={META_FILE: json.dumps(meta)})
     finally:
@@ -292,23 +329,25 @@ def export_scorer(net: RLIVUANetwork, path: str | os.PathLike, *, gamma: float,
 
 
 def read_meta(path: str | os.PathLike) -> tuple[torch.jit.ScriptModule, dict]:
-    """The exported module and its metadata; raises on an unknown format version."""
+    """The exported module and its metadata; raises on a format version it cannot read."""
     extra = {META_FILE: ""}
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"`torch\.jit\.load` is deprecated",
                                 category=DeprecationWarning)
         module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
     meta = json.loads(extra[META_FILE] or "{}")
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{path}: format_version {meta.get('format_version')!r} is not "
-                         f"{FORMAT_VERSION} (or {META_FILE} is missing)")
+    if meta.get("format_version") not in READABLE_VERSIONS:
+        raise ValueError(f"{path}: format_version {meta.get('format_version')!r} is not one of "
+                         f"{READABLE_VERSIONS} (or {META_FILE} is missing)")
     return module.eval(), meta
 
 
 def load_scorer(path: str | os.PathLike, config: ServingConfig, *,
                 rng: np.random.Generator | int | None = None) -> Scorer:
-    """A :class:`Scorer` over an exported file; needs no rliv_ray network code."""
+    """A :class:`Scorer` over an exported file; needs no rliv_ray network code. Where
+    ``config`` leaves the towers or epsilon None, the file's serving tower and epsilon serve."""
     module, meta = read_meta(path)
     grid = ActionGrid(**meta["action_grid"])
+    config = config.resolved(meta.get("serving_tower"), meta.get("epsilon"), source=str(path))
     return Scorer(module, towers=tuple(meta["towers"]), state_dim=meta["state_dim"],
                   grid=grid, config=config, rng=rng)

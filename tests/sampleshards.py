@@ -61,6 +61,7 @@ def sample_table(rows: int, seed: int = 0, *, users: int = 50, authors: int = 20
         S.TRUE_NEXT_STATE: S.vectors_to_arrow(state),
         S.GAP: pa.array(np.ones(rows), pa.int32()),
         S.USER_GROUP: pa.array(np.zeros(rows), pa.int16()),
+        S.RANK_SCORE: pa.array(rng.uniform(0.05, 1.0, rows), pa.float32()),
     }
     schema = S.rl_sample_schema(len(STATE_NAMES)).with_metadata({
         META_STATE_NAMES: json.dumps(list(STATE_NAMES)), META_MODE: "asa",

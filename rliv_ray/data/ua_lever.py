@@ -109,16 +109,17 @@ def paired_margin(result: dict[str, dict], better: str, worse: str,
     return interval(((b - w) / scale).tolist())
 
 
-def format_comparison(result: dict[str, dict], baseline: str) -> str:
+def format_comparison(result: dict[str, dict], baseline: str,
+                      metrics: tuple[str, ...] = METRICS) -> str:
     """Per-user means per policy, then each policy's paired margin over ``baseline`` (95% CI)."""
-    lines = [f"{'per user':<24}" + "".join(f"{m:>20}" for m in METRICS)]
-    for name, metrics in result.items():
-        lines.append(f"{name:<24}" + "".join(f"{metrics[m]['mean']:20.2f}" for m in METRICS))
+    lines = [f"{'per user':<24}" + "".join(f"{m:>20}" for m in metrics)]
+    for name, values in result.items():
+        lines.append(f"{name:<24}" + "".join(f"{values[m]['mean']:20.3f}" for m in metrics))
     for name in result:
         if name == baseline:
             continue
         cells = []
-        for m in METRICS:
+        for m in metrics:
             r = paired_margin(result, name, baseline, m)
             cells.append("n/a" if np.isnan(r["mean"]) else
                          f"{100 * r['mean']:+.1f}% [{100 * r['low']:+.0f},{100 * r['high']:+.0f}]")

@@ -37,9 +37,16 @@ class Candidates:
     p_effective_view: np.ndarray
     p_follow: np.ndarray
     p_gift: np.ndarray
+    # What a learned policy sees, filled only for policies with ``observes_state = True``:
+    user_id: np.ndarray | None = None  # (A,) the requesting users
+    author_id: np.ndarray | None = None  # (A, N)
+    state: np.ndarray | None = None  # (A, N, D) float32 SCRI-MDP states (mdp/state.py layout)
 
 
 class Policy(Protocol):
+    """Chooses each candidate's action. A policy with a true ``observes_state`` attribute is
+    also given the candidates' ids and logged-layout states (``Candidates.state``)."""
+
     def act(self, cand: Candidates, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """Return (actions, probabilities), both (A, N)."""
         ...

@@ -132,7 +132,8 @@ class _Request:
 def _step(config, pop, users, pools: _Pools, st: _Users, act, policy, rng) -> dict:
     """One request for each active user: candidates, policy, exposure, feedback, updates."""
     c = config
-    req = _candidates(c, pop, users, pools, st, act, rng)
+    req = _candidates(c, pop, users, pools, st, act, rng,
+                      observe=getattr(policy, "observes_state", False))
     actions, action_probs = policy.act(req.cand, rng)
     final = c.action_grid.final_score(req.cand.rank_score, actions)
     top = np.argsort(-final, axis=1, kind="stable")[:, :c.exposures_per_request]  # (A, K)
@@ -178,8 +179,9 @@ def _step(config, pop, users, pools: _Pools, st: _Users, act, policy, rng) -> di
 
 
 def _candidates(c: UAWorldConfig, pop: Population, users, pools: _Pools, st: _Users, act,
-                rng) -> _Request:
-    """Draw N candidates per active user; their latent state, true label odds, ranker score."""
+                rng, observe: bool = False) -> _Request:
+    """Draw N candidates per active user; their latent state, true label odds, ranker score,
+    and with ``observe`` the ids and states a learned policy reads."""
     rows = act[:, None]
     slots = _candidate_slots(rng, len(act), c.pool_size, c.candidates_per_request)
     bond = pools.bond_now(rows, slots, st.request_idx[act][:, None], c.bond_decay_requests)
@@ -191,9 +193,37 @@ def _candidates(c: UAWorldConfig, pop: Population, users, pools: _Pools, st: _Us
     probs = _label_probabilities(c, interest, bond, pools.followed[rows, slots], gifter)
     noise = c.ranker_noise * rng.standard_normal(slots.shape)
     rank_score = _sigmoid(_logit(c.click_rate) + interest + noise).astype(np.float32)
+    seen = {}
+    if observe:
+        seen = {"user_id": users[act], "author_id": pools.author[rows, slots],
+                "state": _observed_states(pop, users, pools, st, act, slots)}
     cand = Candidates(rank_score, counts[..., EXPOSURES], counts[..., CLICKS],
-                      counts[..., FOLLOWS], alpha, bond, *probs)
+                      counts[..., FOLLOWS], alpha, bond, *probs, **seen)
     return _Request(slots, interest, probs, cand)
+
+
+def _observed_states(pop: Population, users, pools: _Pools, st: _Users, act,
+                     slots) -> np.ndarray:
+    """(A, N, D) states of the candidates as the log would record them if exposed now
+    (rliv_ray.mdp.state layout: user | author | pair counts, days | log1p(Delta), first).
+
+    Delta counts the user's requests since the pair's last exposure. An author that left the
+    pool and came back reads as a first contact here, while the log would find its older rows.
+    """
+    a, n = slots.shape
+    rows = act[:, None]
+    user = _user_features(pop, users[act], st, act)  # (A, U)
+    author = pop.author_features[pools.author[rows, slots]]  # (A, N, F)
+    counts = pools.counts[rows, slots].astype(np.float64)  # (A, N, 5)
+    seen = counts[..., EXPOSURES] > 0
+    ts = st.clock_ms[act][:, None]
+    days = np.where(seen, (ts - pools.first_ms[rows, slots]) / 86_400_000.0, 0.0)
+    days = days.astype(np.float32).astype(np.float64)  # the log stores days as float32
+    gap = np.where(seen, st.request_idx[act][:, None] - pools.bond_req[rows, slots], 0)
+    parts = [np.broadcast_to(user[:, None, :], (a, n, user.shape[1])), author,
+             np.log1p(counts), np.log1p(days)[..., None],
+             np.log1p(np.maximum(gap, 0))[..., None], (~seen)[..., None]]
+    return np.concatenate([p.astype(np.float32) for p in parts], axis=2)
 
 
 def _label_probabilities(c, interest, bond, followed, gifter):

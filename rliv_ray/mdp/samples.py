@@ -3,7 +3,8 @@
 For every interaction j the shard row is (s_j, a_j, r_j^click..gift, s_hat_{j+1}, gap, group)
 (RLIV-UA Algorithm 1 step 2; EQUATIONS.md 2.1(j)), where s_hat is ASA's prediction. Where a later
 interaction i of the pair was stitched back to j, row j also carries ``stitched = true`` and the
-true next state s_i (NaN elsewhere). Three modes:
+true next state s_i (NaN elsewhere). Every row keeps the log's ``rank_score`` (null where the
+source has none), which `rliv rerank` uses as the base score of Eq. 1. Three modes:
 
 * ``asa`` (the paper): ASA's next state for every interaction;
 * ``no_asa`` (the paper's w/o-ASA ablation): only stitched rows, with their true next states;
@@ -163,6 +164,7 @@ def sample_table(prep: PreparedLog, predicted_next: np.ndarray | None, layout: S
                                                         np.nan)),
         S.GAP: pa.array(gap_bucket(prep.gap[rows], config.max_gap_bucket), pa.int32()),
         S.USER_GROUP: pa.array(prep.table[S.USER_GROUP].to_numpy()[rows], pa.int16()),
+        S.RANK_SCORE: prep.table[S.RANK_SCORE].take(rows).combine_chunks().cast(pa.float32()),
     }
     schema = S.rl_sample_schema(dim).with_metadata({
         META_STATE_NAMES: json.dumps(list(layout.names)),

@@ -85,12 +85,17 @@ class ColumnarPreLearner(OfflinePreLearner):
     """RLlib pre-learner that maps Arrow batches with :func:`shard_batch_to_arrays`.
 
     It skips the parent ``__init__`` on purpose: no module copy and no learner connector
-    pipeline are needed to slice columns (RLLIB_NOTES, "A columnar pre-learner").
+    pipeline are needed to slice columns (RLLIB_NOTES, "A columnar pre-learner"). It reads
+    ``n_actions`` and ``next_state`` from the config and fails if the config lacks them, so an
+    ablation (w/o ASA: ``next_state="stitched"``) cannot silently train on the default buffer.
     """
 
     def __init__(self, *, config=None, spaces=None, module_state=None, **kwargs):
-        self.n_actions = getattr(config, "n_actions", None)
-        self.next_state = getattr(config, "next_state", "asa")
+        if not (hasattr(config, "next_state") and hasattr(config, "n_actions")):
+            raise TypeError(f"ColumnarPreLearner needs a config with next_state and n_actions "
+                            f"(an RLIVUAConfig), got {type(config).__name__}")
+        self.n_actions = config.n_actions
+        self.next_state = config.next_state
 
     def __call__(self, batch) -> dict[str, np.ndarray]:
         table = batch if isinstance(batch, pa.Table) else pa.table(batch)

@@ -10,11 +10,12 @@ import pytest
 import torch
 
 from rliv_ray import schema as S
+from rliv_ray.actions import ActionGrid
 from rliv_ray.algorithms.rliv_ua.network import sized_id_buckets
 from rliv_ray.algorithms.rliv_ua.train import TrainSettings, load_module, train_rliv_ua
 from rliv_ray.cli import main
 from rliv_ray.offline.shards import distinct_ids, inspect_shards
-from rliv_ray.serving import ServingConfig, load_scorer
+from rliv_ray.serving import ServingConfig, load_scorer, read_meta
 from rliv_ray.train_loop import LoopSettings, TrainingDiverged, latest_checkpoint
 from tests.sampleshards import make_states, sample_table, write_shards
 
@@ -69,7 +70,9 @@ def test_resume_gives_the_same_parameters_as_one_run(ray4, shards, tmp_path, cap
 
 def test_exported_scorer_matches_the_rllib_module(ray4, shards, tmp_path, capsys):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    report = train_rliv_ua(shards, tmp_path / "out", settings(2), tracking_uri=uri)
+    serving = {"serving_tower": "follow", "epsilon": 0.3}  # the export's serving defaults
+    report = train_rliv_ua(shards, tmp_path / "out", settings(2, training=serving),
+                           tracking_uri=uri)
     mlflow = pytest.importorskip("mlflow")
     run = mlflow.MlflowClient(uri).search_runs(
         [mlflow.get_experiment_by_name("rliv-ray").experiment_id])[0]
@@ -78,6 +81,7 @@ def test_exported_scorer_matches_the_rllib_module(ray4, shards, tmp_path, capsys
 
     module = load_module(report["checkpoint"])
     scorer = load_scorer(report["scorer"], ServingConfig(top_k=5, epsilon=0.0))
+    assert scorer.config.tower_weights == (("follow", 1.0),)  # the module's serving tower
     rng = np.random.default_rng(0)
     states = make_states(np.where(rng.random(300) < 0.5, 1.0, -1.0), rng)
     authors = rng.integers(0, 20, 300)
@@ -91,9 +95,16 @@ def test_exported_scorer_matches_the_rllib_module(ray4, shards, tmp_path, capsys
 
     assert main(["rerank", report["scorer"], str(shards), "--user", "4", "--top-k", "3"]) == 0
     out = capsys.readouterr().out
-    assert re.search(r"user 4: \d+ candidates", out) and "latency per request" in out
-    assert len([line for line in out.splitlines() if line.strip().startswith(("1 ", "2 ", "3 "))
-                ]) == 3
+    assert re.search(r"user 4: \d+ candidates, towers \{'follow': 1.0\}, epsilon 0.3,",
+                     out) and "latency per request" in out
+    rows = re.findall(r"^\s*[123]\s+\d+\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+(?:yes|no)$", out,
+                      re.MULTILINE)
+    rank_score, weight, final = np.array(rows, dtype=float).T  # (3,) each
+    assert len(rows) == 3 and np.ptp(rank_score) > 0  # the logged rank scores, not a constant
+    grid = ActionGrid(**read_meta(report["scorer"])[1]["action_grid"])
+    np.testing.assert_allclose(final, rank_score * (grid.c + weight * grid.w) ** grid.b,
+                               atol=2e-4)
+    assert np.all(np.diff(final) <= 0)
 
 
 def test_nan_in_a_shard_names_the_column_and_row(ray4, tmp_path, capsys):

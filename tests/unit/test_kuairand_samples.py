@@ -36,4 +36,5 @@ def test_converted_kuairand_builds_samples(tmp_path, kuairand_pure_dir):
     assert json.loads(shards.schema.metadata[META_ABSENT_REWARDS]) == [S.GIFT]
     assert (shards[S.reward_column(S.GIFT)].to_numpy() == 0).all()
     assert shards[S.reward_column(S.CLICK)].to_numpy().sum() > 0
+    assert shards[S.RANK_SCORE].null_count == len(rows)  # KuaiRand logs no base rank score
     assert report["stitching"]["success_rate"] > 0.5  # 6 authors, 30 requests per user

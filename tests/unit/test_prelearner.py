@@ -5,6 +5,7 @@ import pyarrow as pa
 import pytest
 
 from rliv_ray import schema as S
+from rliv_ray.algorithms.rliv_ua.config import RLIVUAConfig
 from rliv_ray.mdp import samples as SM
 from rliv_ray.mdp.state import StateLayout
 from rliv_ray.offline.prelearner import ColumnarPreLearner, ShardError, shard_batch_to_arrays
@@ -30,7 +31,7 @@ def test_batch_becomes_flat_learner_arrays(shard):
     np.testing.assert_array_equal(out[key + "rewards"], out[key + S.reward_column(S.CLICK)])
     assert not out[key + "terminateds"].any() and not out[key + "truncateds"].any()
     assert all(len(v) == shard.num_rows for v in out.values())
-    assert ColumnarPreLearner(config=None)(shard).keys() == out.keys()
+    assert ColumnarPreLearner(config=RLIVUAConfig())(shard).keys() == out.keys()
 
 
 def _replace(table: pa.Table, column: str, values) -> pa.Table:

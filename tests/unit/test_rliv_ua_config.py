@@ -49,5 +49,7 @@ def test_every_ablation_builds_its_network(name):
     spec = network_spec(5, config.n_actions, config._model_config_auto_includes)
     assert spec.towers == config.towers
     assert spec.supervised_split == (name not in ("wo_sl", "wo_mt_sl", "wo_al_sl"))
+    # the raw preset; build_config then turns assistance off without a gift tower or label
+    # (tests/unit/test_rliv_ua_ablations.py)
     assert spec.gift_assist == (name not in ("wo_al", "wo_al_sl"))
     assert len(spec.towers) == (1 if name in ("wo_mt", "wo_mt_sl") else 4)

@@ -69,6 +69,9 @@ def test_sample_table_modes(table, mode):
     nxt = np.stack(shard[S.NEXT_STATE].to_numpy(zero_copy_only=False))
     true = np.stack(shard[S.TRUE_NEXT_STATE].to_numpy(zero_copy_only=False))
     assert np.isnan(true[~stitched]).all() and np.isfinite(true[stitched]).all()
+    rows = np.flatnonzero(prep.stitched_next >= 0) if mode == "no_asa" else slice(None)
+    logged = prep.table[S.RANK_SCORE].to_numpy()[rows]
+    assert np.array_equal(shard[S.RANK_SCORE].to_numpy(), logged) and np.ptp(logged) > 0
     if mode == "no_asa":
         assert stitched.all() and shard.num_rows == int((prep.stitched_next >= 0).sum())
     else:

@@ -1,15 +1,20 @@
 """RLIV-UA serving: exported scores, greedy and explored actions, Eq. 1 ranking, input checks."""
 
 import json
+import re
 import subprocess
 import sys
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 
+from rliv_ray import schema as S
 from rliv_ray.actions import ActionGrid
 from rliv_ray.algorithms.rliv_ua.network import NetworkSpec, RLIVUANetwork
+from rliv_ray.cli import main
 from rliv_ray.serving import (
     META_FILE,
     Scorer,
@@ -18,10 +23,12 @@ from rliv_ray.serving import (
     load_scorer,
     read_meta,
 )
+from tests.sampleshards import STATE_NAMES, sample_table, write_shards
 
 STATE_DIM, GAP_INDEX, GAMMA = 9, 7, 0.9
 GRID = ActionGrid()
 USER = 12345
+SERVING = {"serving_tower": "effective_view", "epsilon": 0.1}  # RLIVUAConfig's defaults
 
 
 def network(**kwargs) -> RLIVUANetwork:
@@ -57,14 +64,15 @@ def net() -> RLIVUANetwork:
 @pytest.fixture(scope="module")
 def exported(net, tmp_path_factory):
     return export_scorer(net, tmp_path_factory.mktemp("export") / "scorer.pt", gamma=GAMMA,
-                         grid=GRID)
+                         grid=GRID, **SERVING)
 
 
 @pytest.fixture(params=["in_memory", "exported"])
 def make_scorer(request, net, exported):
     def make(config: ServingConfig, rng=0) -> Scorer:
         if request.param == "in_memory":
-            return Scorer.from_network(net, gamma=GAMMA, grid=GRID, config=config, rng=rng)
+            return Scorer.from_network(net, gamma=GAMMA, grid=GRID, config=config, rng=rng,
+                                       **SERVING)
         return load_scorer(exported, config, rng=rng)
     return make
 
@@ -86,7 +94,8 @@ def test_exported_scores_equal_the_network_q(net, exported, n):
 def test_export_of_each_ablation_and_a_tower_subset(tmp_path, kwargs):
     net = network(**kwargs)
     path = export_scorer(net, tmp_path / "s.pt", gamma=GAMMA, grid=GRID,
-                         towers=net.spec.towers[::-1])
+                         towers=net.spec.towers[::-1], serving_tower=net.spec.towers[0],
+                         epsilon=0.1)
     module, meta = read_meta(path)
     authors, states, _ = make_request(11)
     with torch.inference_mode():
@@ -98,11 +107,13 @@ def test_export_of_each_ablation_and_a_tower_subset(tmp_path, kwargs):
 
 def test_metadata_carries_gamma_grid_and_shapes(tmp_path, net):
     grid = ActionGrid((0.0, 0.5, 1.0, 1.5, 2.0), c=0.5, w=2.0, b=1.5)
-    _, meta = read_meta(export_scorer(net, tmp_path / "s.pt", gamma=0.8, grid=grid))
-    assert meta == {"format_version": 1, "towers": list(net.spec.towers), "gamma": 0.8,
+    _, meta = read_meta(export_scorer(net, tmp_path / "s.pt", gamma=0.8, grid=grid,
+                                      serving_tower="follow", epsilon=0.3))
+    assert meta == {"format_version": 2, "towers": list(net.spec.towers), "gamma": 0.8,
                     "state_dim": STATE_DIM, "n_actions": 5,
                     "action_grid": {"weights": [0.0, 0.5, 1.0, 1.5, 2.0], "c": 0.5, "w": 2.0,
-                                    "b": 1.5}}
+                                    "b": 1.5},
+                    "serving_tower": "follow", "epsilon": 0.3}
 
 
 def test_export_loads_and_scores_with_plain_torch_only(net, exported):
@@ -176,7 +187,7 @@ def test_exploration_rate_and_determinism(make_scorer):
 
 def test_top_k_is_sorted_by_eq1(tmp_path, net):
     grid = ActionGrid((0.0, 0.5, 1.0, 1.5, 2.0), c=0.5, w=2.0, b=1.5)
-    path = export_scorer(net, tmp_path / "s.pt", gamma=GAMMA, grid=grid)
+    path = export_scorer(net, tmp_path / "s.pt", gamma=GAMMA, grid=grid, **SERVING)
     scorer = load_scorer(path, ServingConfig(top_k=10, epsilon=0.5), rng=3)
     authors, states, scores = make_request(60)
     ranking = scorer.rank(USER, authors, states, scores)
@@ -247,30 +258,139 @@ def test_config_accepts_dict_or_pairs():
 
 
 def test_towers_missing_from_the_model_are_named(tmp_path, net):
-    path = export_scorer(net, tmp_path / "s.pt", gamma=GAMMA, grid=GRID, towers=("click",))
+    path = export_scorer(net, tmp_path / "s.pt", gamma=GAMMA, grid=GRID, towers=("click",),
+                         serving_tower="click", epsilon=0.1)
     with pytest.raises(ValueError, match="effective_view"):
-        load_scorer(path, ServingConfig(top_k=5))
+        load_scorer(path, ServingConfig(top_k=5, tower_weights={"effective_view": 1.0}))
     with pytest.raises(ValueError, match="gift"):
         Scorer.from_network(network(towers=("click",)), gamma=GAMMA, grid=GRID,
+                            serving_tower="click", epsilon=0.1,
                             config=ServingConfig(top_k=5, tower_weights={"gift": 1.0}))
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [
     ({"gamma": 1.0}, "gamma"),
     ({"grid": ActionGrid((0.0, 1.0))}, "grid"),
-    ({"towers": ("click", "watch_time")}, "watch_time"),
+    ({"towers": ("click", "watch_time"), "serving_tower": "click"}, "watch_time"),
+    ({"towers": ("click", "gift")}, "serving_tower 'effective_view'"),
+    ({"epsilon": 1.5}, "epsilon"),
 ])
 def test_bad_exports_name_the_argument(tmp_path, net, kwargs, match):
     with pytest.raises(ValueError, match=match):
-        export_scorer(net, tmp_path / "s.pt", **{"gamma": GAMMA, "grid": GRID, **kwargs})
+        export_scorer(net, tmp_path / "s.pt",
+                      **{"gamma": GAMMA, "grid": GRID, **SERVING, **kwargs})
 
 
 def test_export_keeps_the_training_mode_and_rejects_other_formats(tmp_path, net):
     net.train()
-    export_scorer(net, tmp_path / "s.pt", gamma=GAMMA, grid=GRID)
+    export_scorer(net, tmp_path / "s.pt", gamma=GAMMA, grid=GRID, **SERVING)
     assert net.training
     other = torch.jit.script(torch.nn.Identity())
-    torch.jit.save(other, str(tmp_path / "v2.pt"),
-                   _extra_files={META_FILE: json.dumps({"format_version": 2})})
+    torch.jit.save(other, str(tmp_path / "v3.pt"),
+                   _extra_files={META_FILE: json.dumps({"format_version": 3})})
     with pytest.raises(ValueError, match="format_version"):
-        read_meta(tmp_path / "v2.pt")
+        read_meta(tmp_path / "v3.pt")
+
+
+@pytest.fixture(scope="module")
+def follow_export(net, tmp_path_factory):
+    """``net`` exported as a model trained to serve on follow with epsilon 0.3."""
+    return export_scorer(net, tmp_path_factory.mktemp("follow") / "scorer.pt", gamma=GAMMA,
+                         grid=GRID, serving_tower="follow", epsilon=0.3)
+
+
+def test_the_model_serving_tower_and_epsilon_are_the_defaults(net, follow_export):
+    authors, states, scores = make_request(300)
+    q = expected_q(net, authors, states)
+    follow, view = (q[net.spec.towers.index(t)].argmax(axis=1)
+                    for t in ("follow", "effective_view"))
+    assert (follow != view).any()  # else this test could not tell the towers apart
+    config = ServingConfig(top_k=300)
+    for scorer in (load_scorer(follow_export, config, rng=0),
+                   Scorer.from_network(net, gamma=GAMMA, grid=GRID, serving_tower="follow",
+                                       epsilon=0.3, config=config, rng=0)):
+        assert scorer.config.tower_weights == (("follow", 1.0),)
+        assert scorer.config.epsilon == 0.3
+        ranking = scorer.rank(USER, authors, states, scores)
+        assert 0.22 < ranking.explored.mean() < 0.38
+        greedy = ~ranking.explored
+        assert np.array_equal(ranking.actions[greedy], follow[ranking.indices][greedy])
+
+
+def test_a_config_overrides_the_model_defaults(follow_export):
+    config = ServingConfig(top_k=300, tower_weights={"gift": 1.0}, epsilon=0.0)
+    scorer = load_scorer(follow_export, config)
+    assert scorer.config == config
+    authors, states, scores = make_request(300)
+    assert not scorer.rank(USER, authors, states, scores).explored.any()
+
+
+def test_a_version_1_file_serves_only_with_named_towers_and_epsilon(tmp_path, exported):
+    module, meta = read_meta(exported)
+    old = {k: v for k, v in meta.items() if k not in ("serving_tower", "epsilon")}
+    torch.jit.save(module, str(tmp_path / "v1.pt"),
+                   _extra_files={META_FILE: json.dumps({**old, "format_version": 1})})
+    with pytest.raises(ValueError, match="records no serving tower"):
+        load_scorer(tmp_path / "v1.pt", ServingConfig(top_k=5))
+    with pytest.raises(ValueError, match="records no serving epsilon"):
+        load_scorer(tmp_path / "v1.pt", ServingConfig(top_k=5, tower_weights={"follow": 1.0}))
+    config = ServingConfig(top_k=5, tower_weights={"follow": 1.0}, epsilon=0.0)
+    assert load_scorer(tmp_path / "v1.pt", config).config == config
+
+
+# --- `rliv rerank`: the request comes from sample shards, with their logged rank scores -------
+RERANK_ROW = re.compile(r"^\s*\d+\s+\d+\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+(yes|no)$")
+
+
+def rerank(capsys, *args) -> tuple[int, str, np.ndarray, list[str]]:
+    """Exit code, output, the printed (rank_score, weight, final) rows and explored flags."""
+    code = main(["rerank", *map(str, args)])
+    out = capsys.readouterr()
+    rows = [m.groups() for m in map(RERANK_ROW.match, out.out.splitlines()) if m]
+    table = np.array([[float(x) for x in row[:3]] for row in rows]).reshape(-1, 3)
+    return code, out.out + out.err, table, [row[3] for row in rows]
+
+
+@pytest.fixture(scope="module")
+def shard_model(tmp_path_factory):
+    """A model over tests.sampleshards' states, exported to serve on follow with epsilon 0.3,
+    and shards to take a request from."""
+    root = tmp_path_factory.mktemp("rerank")
+    torch.manual_seed(0)
+    spec = NetworkSpec(len(STATE_NAMES), STATE_NAMES.index("gap/log1p_gap_requests"),
+                       n_actions=GRID.size, hidden=(16, 16), embedding_dim=8, id_buckets=97)
+    path = export_scorer(RLIVUANetwork(spec), root / "scorer.pt", gamma=GAMMA, grid=GRID,
+                         serving_tower="follow", epsilon=0.3)
+    return path, write_shards(root / "samples", rows=2048, files=1)
+
+
+def test_rerank_prints_the_logged_rank_score_and_eq1(shard_model, capsys):
+    code, out, table, _ = rerank(capsys, *shard_model, "--top-k", "8")
+    assert code == 0, out
+    rank_score, weight, final = table.T
+    assert len(table) == 8 and np.ptp(rank_score) > 0.05  # logged scores, not a constant
+    np.testing.assert_allclose(final, rank_score * (GRID.c + weight * GRID.w) ** GRID.b,
+                               atol=2e-4)
+    assert np.all(np.diff(final) <= 0)
+
+
+def test_rerank_serves_with_the_model_tower_and_epsilon_unless_told(shard_model, capsys):
+    code, out, _, _ = rerank(capsys, *shard_model)
+    assert code == 0 and "towers {'follow': 1.0}, epsilon 0.3, top 10" in out
+    code, out, _, explored = rerank(capsys, *shard_model, "--epsilon", "0", "--tower", "gift")
+    assert code == 0 and "towers {'gift': 1.0}, epsilon 0, top 10" in out
+    assert explored == ["no"] * 10
+    code, _, _, explored = rerank(capsys, *shard_model, "--epsilon", "1")
+    assert code == 0 and explored == ["yes"] * 10
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda t: t.drop_columns([S.RANK_SCORE]), "lacks column 'rank_score'"),
+    (lambda t: t.set_column(t.schema.get_field_index(S.RANK_SCORE), S.RANK_SCORE,
+                            pa.nulls(t.num_rows, pa.float32())), "no logged 'rank_score'"),
+], ids=["old shard", "kuairand"])
+def test_rerank_without_rank_scores_is_one_line(shard_model, tmp_path, capsys, change,
+                                                message):
+    pq.write_table(change(sample_table(256)), tmp_path / "part-0.parquet")
+    code, out, _, _ = rerank(capsys, shard_model[0], tmp_path)
+    assert code == 2 and message in out and out.count("\n") == 1

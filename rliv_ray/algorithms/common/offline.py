@@ -30,6 +30,8 @@ from ray.rllib.utils.metrics import (
 
 from rliv_ray.algorithms.common.targets import polyak_update
 
+TARGET_UPDATES = "target_updates"
+"""Learner-state key of the update counter behind the hard target copies."""
 NO_MODULE_STATE = {"note": "the columnar pre-learner builds no module"}
 """Passed to ``OfflineData.sample`` so that it does not ship the module's weights (hundreds of
 MB with large id tables) to the pre-learner, which never reads them."""
@@ -85,11 +87,23 @@ class OfflineAlgorithm(Algorithm):
 
 
 class TargetUpdatingLearner(TorchLearner):
-    """A TorchLearner whose modules implement ``get_target_network_pairs``."""
+    """A TorchLearner whose modules implement ``get_target_network_pairs``.
+
+    ``updates`` counts gradient updates for the hard copies; it is part of the learner's state,
+    so a resumed run copies at the same updates as one uninterrupted run.
+    """
 
     def build(self) -> None:
         super().build()
         self.updates = 0
+
+    def get_state(self, *args, **kwargs):
+        return {**super().get_state(*args, **kwargs), TARGET_UPDATES: self.updates}
+
+    def set_state(self, state) -> None:
+        super().set_state(state)
+        if TARGET_UPDATES in state:
+            self.updates = int(state[TARGET_UPDATES])
 
     def _update(self, batch: dict[str, Any], **kwargs):
         result = super()._update(batch, **kwargs)

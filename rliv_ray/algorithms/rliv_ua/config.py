@@ -6,7 +6,8 @@
               .offline_data(input_=[...shard files...]))
 
 Ablations of the paper (rliv-ua.txt Tables 1-2, EQUATIONS 2.1(n)) are named presets, see
-:data:`ABLATIONS`: ``config.training(**ABLATIONS["wo_mt"])``.
+:data:`ABLATIONS`: ``config.training(**ABLATIONS["wo_mt"])``. Gift assistance is decided after
+the preset is merged (:func:`resolve_gift_assist`, which ``rliv train`` applies).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from rliv_ray.actions import ActionGrid
 from rliv_ray.algorithms.common.offline import ValidatedConfig
 from rliv_ray.algorithms.rliv_ua.network import NetworkSpec
 from rliv_ray.algorithms.rliv_ua.optim import ID_OPTIMIZERS
-from rliv_ray.schema import EFFECTIVE_VIEW, LABELS
+from rliv_ray.schema import EFFECTIVE_VIEW, GIFT, LABELS
 
 NETWORK_DEFAULTS: dict[str, Any] = {
     "gap_index": None,  # position of log1p(Delta) in the state, from the shards' metadata
@@ -51,6 +52,26 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "wo_al_sl": {"gift_assist": False, "supervised_split": False},
     "wo_asa": {"next_state": "stitched"},
 }
+
+
+def resolve_gift_assist(training: dict[str, Any], labels: tuple[str, ...]) -> bool:
+    """Whether to train the gift assistance net (Eq. 12), decided once the ablation preset and
+    the user's settings are merged into ``training``.
+
+    Assistance serves the gift tower (rliv-ua.txt line 206) and is not used without gift labels
+    (line 269): by default it is on only if the samples' ``labels`` and the towers
+    (``training["towers"]``, default ``labels``) include the gift, so w/o MT and w/o MT&SL,
+    which train the effective-view tower alone (EQUATIONS 2.1(n)), have none. An explicit
+    ``gift_assist=True`` that cannot apply is an error.
+    """
+    towers = tuple(training.get("towers", labels))
+    wanted = training.get("gift_assist")
+    if wanted and GIFT not in labels:
+        raise ValueError(f"gift_assist=True needs a gift label, but these samples have only "
+                         f"{labels}")
+    if wanted and GIFT not in towers:
+        raise ValueError(f"gift_assist=True needs the gift tower, but towers are {towers}")
+    return bool(wanted) if wanted is not None else GIFT in labels and GIFT in towers
 
 
 class RLIVUAConfig(ValidatedConfig):

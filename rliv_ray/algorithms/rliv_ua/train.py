@@ -35,14 +35,20 @@ __all__ = ["TrainSettings", "build_config", "export_checkpoint", "load_module", 
 
 
 def build_config(info: ShardInfo, settings: TrainSettings) -> RLIVUAConfig:
-    """The RLlib config for these shards: spaces, towers and gap index from their metadata."""
+    """The RLlib config for these shards: spaces, towers and gap index from their metadata.
+
+    The towers default to the shards' labels (a source without gifts trains no gift tower);
+    gift assistance is decided after the ablation preset is merged (:func:`resolve_gift_assist`).
+    """
+    from rliv_ray.algorithms.rliv_ua.config import resolve_gift_assist
     from rliv_ray.offline.prelearner import ColumnarPreLearner
 
-    training = {"gap_index": info.gap_index, **settings.training}
-    if "towers" not in settings.training:  # a source without gifts trains no gift tower
-        training["towers"] = info.labels
-        if "gift" not in info.labels:
-            training.setdefault("gift_assist", False)
+    training = {"gap_index": info.gap_index, "towers": info.labels, **settings.training}
+    absent = [tower for tower in training["towers"] if tower in info.absent_rewards]
+    if absent:
+        raise ValueError(f"towers {absent} have no reward in these samples (labels: "
+                         f"{info.labels})")
+    training["gift_assist"] = resolve_gift_assist(training, info.labels)
     config = RLIVUAConfig().training(**training)
     errors = config.field_errors()
     if errors:
@@ -78,11 +84,13 @@ def train_rliv_ua(samples: str | Path, out: str | Path, settings: TrainSettings,
 
 
 def export_checkpoint(checkpoint: str | Path, path: str | Path, config: RLIVUAConfig) -> Path:
-    """Export a checkpoint's network to a file that scores with plain torch (serving.py)."""
+    """Export a checkpoint's network to a file that scores with plain torch (serving.py), with
+    the config's serving tower and epsilon as its serving defaults."""
     from rliv_ray.serving import export_scorer
 
     module = load_module(checkpoint)
-    return export_scorer(module.net, path, gamma=config.gamma, grid=config.action_grid)
+    return export_scorer(module.net, path, gamma=config.gamma, grid=config.action_grid,
+                         serving_tower=config.serving_tower, epsilon=config.epsilon)
 
 
 def _config_fields(config: RLIVUAConfig) -> dict[str, Any]:

@@ -1,0 +1,142 @@
+"""RLIV-UA in the ground-truth world: train variants over seeds, run each in the world, compare.
+
+    python benchmarks/rliv_ua_world.py WORLD SAMPLES --out DIR \
+        [--variants full wo_mt wo_mt_sl] [--train-seeds 0 1 2 ...] [--iterations 20] \
+        [--updates-per-iteration 100] [--eval-seeds 5] [--users N]
+
+For each variant (an ``rliv train rliv-ua --ablation`` preset) and training seed it runs
+``rliv train rliv-ua`` (skipped when DIR/VARIANT_sSEED/scorer.pt exists, so an interrupted run
+resumes), then evaluates every trained scorer and the reference policies (RankingModel, Greedy,
+Oracle) in the world with ``rliv_ray.evaluation`` on the same users and rollout seeds.
+
+Evidence (DEVELOPERS.md): per training seed t the paired margin of a variant over RankingModel
+is mean_s (m(v, t, s) - m(RM, s)) / mean_s m(RM, s) over rollout seeds s (common random
+numbers); the interval is a 95% t-interval over training seeds. Variant orders (full > wo_mt >
+wo_mt_sl) are paired per training seed too. Writes DIR/world_table.md and DIR/world_result.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from rliv_ray.data import io
+from rliv_ray.data.ua_config import UAWorldConfig
+from rliv_ray.data.ua_lever import interval
+from rliv_ray.evaluation.report import LABELS
+from rliv_ray.evaluation.world import WorldEval, evaluate_policies
+
+REFERENCE = ("RankingModel", "Greedy", "Oracle")
+SHOWN = ("session_length", "watch_time_min", "ctr", "diversity", "ua_count", "new_fans", "ltv")
+
+
+def train(samples: str, out: Path, variant: str, seed: int, args) -> float:
+    """Train one variant and seed with the CLI; seconds taken (0 when already there)."""
+    if (out / "scorer.pt").exists():
+        return 0.0
+    cmd = [str(Path(sys.executable).parent / "rliv"), "train", "rliv-ua", samples,
+           "--out", str(out), "--ablation", variant, "--seed", str(seed),
+           "--iterations", str(args.iterations),
+           "--updates-per-iteration", str(args.updates_per_iteration),
+           "--checkpoint-every", str(args.iterations), "--overwrite", "--quiet"]
+    print("$ " + " ".join(cmd), flush=True)
+    began = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - began
+
+
+def margins(result: dict, runs: dict, metric: str) -> dict[str, dict]:
+    """Per variant: the paired margin over RankingModel per training seed, with its interval."""
+    base = np.asarray(result["RankingModel"][metric]["values"])
+    out = {}
+    for variant, specs in runs.items():
+        per_seed = [float((np.asarray(result[s][metric]["values"]) - base).mean() / base.mean())
+                    for s in specs]
+        out[variant] = interval(per_seed)
+    return out
+
+
+def order_margins(result: dict, runs: dict, better: str, worse: str, metric: str) -> dict:
+    """Paired per training seed: mean over rollout seeds of better minus worse, relative."""
+    diffs = []
+    for b, w in zip(runs[better], runs[worse], strict=True):
+        vb, vw = (np.asarray(result[s][metric]["values"]) for s in (b, w))
+        diffs.append(float((vb - vw).mean() / vw.mean()))
+    return interval(diffs)
+
+
+def pct(stat: dict) -> str:
+    return f"{100 * stat['mean']:+.1f}% [{100 * stat['low']:+.1f}, {100 * stat['high']:+.1f}]"
+
+
+def render(result: dict, runs: dict, n_train: int, n_eval: int) -> str:
+    lines = [f"Margins over RankingModel, paired per rollout seed, 95% interval over "
+             f"{n_train} training seeds ({n_eval} rollout seeds each; reference policies: "
+             "interval over rollout seeds).", "",
+             "| Policy | " + " | ".join(LABELS.get(m, m) for m in SHOWN) + " |",
+             "|---" * (len(SHOWN) + 1) + "|"]
+    base = result["RankingModel"]
+    lines.append("| RankingModel (value) | " + " | ".join(
+        f"{base[m]['mean']:.4g}" for m in SHOWN) + " |")
+    for name in REFERENCE[1:]:
+        cells = []
+        for m in SHOWN:
+            b = np.asarray(base[m]["values"])
+            cells.append(pct(interval(list((np.asarray(result[name][m]["values"]) - b)
+                                           / b.mean()))))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    per_metric = {m: margins(result, runs, m) for m in SHOWN}
+    for variant in runs:
+        lines.append(f"| RLIV-UA {variant} | " + " | ".join(
+            pct(per_metric[m][variant]) for m in SHOWN) + " |")
+    names = list(runs)
+    for better, worse in zip(names, names[1:], strict=False):
+        lines.append(f"| {better} vs {worse} | " + " | ".join(
+            pct(order_margins(result, runs, better, worse, m)) for m in SHOWN) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("world")
+    p.add_argument("samples")
+    p.add_argument("--out", required=True)
+    p.add_argument("--variants", nargs="+", default=["full", "wo_mt", "wo_mt_sl"])
+    p.add_argument("--train-seeds", nargs="+", type=int, default=list(range(10)))
+    p.add_argument("--iterations", type=int, default=20)
+    p.add_argument("--updates-per-iteration", type=int, default=100)
+    p.add_argument("--eval-seeds", type=int, default=5)
+    p.add_argument("--users", type=int)
+    p.add_argument("--workers", type=int, default=0)
+    args = p.parse_args()
+    out = Path(args.out)
+    runs = {v: [f"rliv:{out / f'{v}_s{s}'}" for s in args.train_seeds] for v in args.variants}
+    seconds = {}
+    for variant in args.variants:
+        for seed in args.train_seeds:
+            seconds[f"{variant}_s{seed}"] = train(args.samples, out / f"{variant}_s{seed}",
+                                                  variant, seed, args)
+    world = UAWorldConfig.from_dict(io.read_manifest(args.world)["world"])
+    setup = WorldEval(world, seeds=tuple(range(args.eval_seeds)), users=args.users)
+    specs = [*REFERENCE, *(s for specs in runs.values() for s in specs)]
+    began = time.perf_counter()
+    result = evaluate_policies(setup, specs, workers=args.workers, progress=False)
+    eval_s = time.perf_counter() - began
+    table = render(result, runs, len(args.train_seeds), args.eval_seeds)
+    header = (f"{setup.n_users} users, {world.days} days; {args.iterations} x "
+              f"{args.updates_per_iteration} updates per run; evaluation {eval_s:.0f}s")
+    print(header + "\n\n" + table)
+    (out / "world_table.md").write_text(header + "\n\n" + table + "\n")
+    (out / "world_result.json").write_text(json.dumps(
+        {"args": vars(args), "train_seconds": seconds, "eval_seconds": eval_s,
+         "runs": runs, "result": result}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

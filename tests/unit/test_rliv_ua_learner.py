@@ -1,0 +1,102 @@
+"""RLIV-UA's RLlib learner, built in-process (no Ray runtime): what one update computes, and
+the hard-copy target counter across a checkpoint."""
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from ray.rllib.policy.sample_batch import DEFAULT_POLICY_ID, MultiAgentBatch, SampleBatch
+from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME
+
+from rliv_ray import schema as S
+from rliv_ray.algorithms.common.offline import TARGET_UPDATES
+from rliv_ray.algorithms.rliv_ua.train import TrainSettings, build_config
+from rliv_ray.offline.shards import inspect_shards
+from tests.sampleshards import sample_table
+
+INTERVAL = 3
+SMALL = {"target_update": "hard", "target_update_interval": INTERVAL, "hidden": (8,),
+         "embedding_dim": 4, "train_batch_size_per_learner": 64}
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    """64 rows whose four towers have different random rewards: (config, learner batch,
+    rewards per label as written)."""
+    table = sample_table(64, seed=2)
+    rng = np.random.default_rng(2)
+    rewards = {label: ((t + 1) * rng.random(64)).astype(np.float32)
+               for t, label in enumerate(S.LABELS)}
+    for label, reward in rewards.items():
+        index = table.schema.get_field_index(S.reward_column(label))
+        table = table.set_column(index, table.schema.field(index), pa.array(reward))
+    directory = tmp_path_factory.mktemp("shards")
+    pq.write_table(table, directory / "part-00000.parquet")
+    config = build_config(inspect_shards(directory), TrainSettings(training=SMALL))
+    arrays = config.prelearner_class(config=config)(table)
+    columns = {key.split("/", 1)[1]: value for key, value in arrays.items()}
+    return config, columns, rewards
+
+
+def update(learner, columns) -> dict:
+    batch = MultiAgentBatch({DEFAULT_POLICY_ID: SampleBatch(columns)}, env_steps=64)
+    result = learner.update(batch=batch, timesteps={NUM_ENV_STEPS_SAMPLED_LIFETIME: 0})
+    return {key: stat.peek() for key, stat in result[DEFAULT_POLICY_ID].items()}
+
+
+def target_is_online(learner) -> bool:
+    module = learner.module[DEFAULT_POLICY_ID]
+    online, target = module.net.state_dict(), module.target.state_dict()
+    return all(torch.equal(online[key], target[key]) for key in online)
+
+
+def test_an_update_regresses_each_tower_on_its_clipped_double_dqn_target(shards):
+    """y_l = r_l + gamma * min_k Q'_l^k(s', a*), a* = argmax_a min_k Q_l^k(s', a) (Eq. 11),
+    recomputed in NumPy from the networks before the update: a tower fed another tower's
+    label, a max over the target network or a mean over the critics would differ."""
+    config, columns, rewards = shards
+    learner = config.build_learner()
+    module = learner.module[DEFAULT_POLICY_ID]
+    with torch.no_grad():  # a target apart from the online network, so a* depends on which
+        for p in module.target.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+
+    def q(net, column):  # (T, K, B, A)
+        with torch.no_grad():
+            heads = net(torch.from_numpy(columns[S.USER_ID]),
+                        torch.from_numpy(columns[S.AUTHOR_ID]), torch.from_numpy(columns[column]))
+        return heads.q(config.gamma).numpy().astype(np.float64)
+
+    q_now, q_next, q_next_target = q(module.net, "obs"), q(module.net, "new_obs"), \
+        q(module.target, "new_obs")
+    metrics = update(learner, columns)
+    rows = np.arange(len(columns["actions"]))
+    for t, label in enumerate(S.LABELS):
+        best = q_next[t].min(axis=0).argmax(axis=-1)  # (B,)
+        y = rewards[label] + config.gamma * q_next_target[t].min(axis=0)[
+            rows, best]
+        taken = q_now[t][:, rows, columns["actions"]]  # (K, B)
+        assert metrics[f"loss/td/{label}"] == pytest.approx(((taken - y) ** 2).mean(axis=1).sum(),
+                                                            rel=1e-4), label
+        assert metrics[f"td/abs/{label}"] == pytest.approx(np.abs(taken - y).mean(), rel=1e-4)
+
+
+def test_resumed_learner_copies_the_target_at_the_same_update(shards, tmp_path):
+    """Hard copies every INTERVAL updates: restored after INTERVAL - 1 updates, the learner
+    copies at its next update, as one uninterrupted run does (not INTERVAL after the restore)."""
+    config, columns, _ = shards
+    first = config.build_learner()
+    for _ in range(INTERVAL - 1):
+        update(first, columns)
+    assert not target_is_online(first)
+    assert first.get_state()[TARGET_UPDATES] == INTERVAL - 1
+    first.save_to_path(tmp_path / "learner")
+
+    resumed = config.build_learner()
+    resumed.restore_from_path(tmp_path / "learner")
+    assert resumed.updates == INTERVAL - 1
+    update(resumed, columns)  # the INTERVAL-th update overall: a hard copy
+    assert target_is_online(resumed)
+    update(resumed, columns)
+    assert not target_is_online(resumed)
