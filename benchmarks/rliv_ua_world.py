@@ -2,12 +2,14 @@
 
     python benchmarks/rliv_ua_world.py WORLD SAMPLES --out DIR \
         [--variants full wo_mt wo_mt_sl] [--train-seeds 0 1 2 ...] [--iterations 20] \
-        [--updates-per-iteration 100] [--eval-seeds 5] [--users N]
+        [--updates-per-iteration 100] [--eval-seeds 5] [--users N] [--best-value full ...]
 
 For each variant (an ``rliv train rliv-ua --ablation`` preset) and training seed it runs
 ``rliv train rliv-ua`` (skipped when DIR/VARIANT_sSEED/scorer.pt exists, so an interrupted run
 resumes), then evaluates every trained scorer and the reference policies (RankingModel, Greedy,
-Oracle) in the world with ``rliv_ray.evaluation`` on the same users and rollout seeds.
+Oracle) in the world with ``rliv_ray.evaluation`` on the same users and rollout seeds. The
+paper's serving rule (argmax per candidate) is used; ``--best-value V`` also evaluates variant
+V's scorers under our ``@best_value`` rule (rliv_ray/evaluation/policies.py).
 
 Evidence (DEVELOPERS.md): per training seed t the paired margin of a variant over RankingModel
 is mean_s (m(v, t, s) - m(RM, s)) / mean_s m(RM, s) over rollout seeds s (common random
@@ -33,6 +35,9 @@ from rliv_ray.evaluation.report import LABELS
 from rliv_ray.evaluation.world import WorldEval, evaluate_policies
 
 REFERENCE = ("RankingModel", "Greedy", "Oracle")
+ORDERS = (("full", "wo_mt"), ("wo_mt", "wo_mt_sl"), ("full", "dqn"),
+          ("full@best_value", "full"))
+"""Pairs compared per training seed (the paper's order, then the baseline and our rule)."""
 SHOWN = ("session_length", "watch_time_min", "ctr", "diversity", "ua_count", "new_fans", "ltv")
 
 
@@ -95,8 +100,7 @@ def render(result: dict, runs: dict, n_train: int, n_eval: int) -> str:
     for variant in runs:
         lines.append(f"| RLIV-UA {variant} | " + " | ".join(
             pct(per_metric[m][variant]) for m in SHOWN) + " |")
-    names = list(runs)
-    for better, worse in zip(names, names[1:], strict=False):
+    for better, worse in (pair for pair in ORDERS if set(pair) <= set(runs)):
         lines.append(f"| {better} vs {worse} | " + " | ".join(
             pct(order_margins(result, runs, better, worse, m)) for m in SHOWN) + " |")
     return "\n".join(lines)
@@ -114,12 +118,15 @@ def main() -> None:
     p.add_argument("--eval-seeds", type=int, default=5)
     p.add_argument("--users", type=int)
     p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--best-value", nargs="*", default=[], metavar="VARIANT")
     args = p.parse_args()
     out = Path(args.out)
     runs = {v: [f"rliv:{out / f'{v}_s{s}'}" for s in args.train_seeds] for v in args.variants}
+    for v in args.best_value:
+        runs[f"{v}@best_value"] = [f"{spec}@best_value" for spec in runs[v]]
     seconds = {}
-    for variant in args.variants:
-        for seed in args.train_seeds:
+    for seed in args.train_seeds:  # seeds outside: a cut-short run has every variant
+        for variant in args.variants:
             seconds[f"{variant}_s{seed}"] = train(args.samples, out / f"{variant}_s{seed}",
                                                   variant, seed, args)
     world = UAWorldConfig.from_dict(io.read_manifest(args.world)["world"])

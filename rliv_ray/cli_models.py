@@ -35,7 +35,8 @@ def add_model_parsers(sub, parse_override) -> None:
     p.set_defaults(func=cmd_train, train=_train_rliv_ua)
     p.add_argument("samples", help="build-samples output directory, or a folder of shards")
     p.add_argument("--ablation", default="full", help="a paper variant: full, wo_mt, wo_sl, "
-                   "wo_mt_sl, wo_al, wo_al_sl, wo_asa (default full)")
+                   "wo_mt_sl, wo_al, wo_al_sl, wo_asa; or the baseline dqn (Double DQN on the "
+                   "summed reward, one critic) (default full)")
     _add_train_options(p, parse_override, "RLIVUAConfig",
                        'gamma=0.8, lr=3e-4, towers=["follow","gift"]')
 
@@ -127,12 +128,12 @@ def _add_train_options(p, parse_override, config_name: str, examples: str) -> No
 
 
 def _train_rliv_ua(args: argparse.Namespace, settings_for):
-    from rliv_ray.algorithms.rliv_ua.config import ABLATIONS
+    from rliv_ray.algorithms.rliv_ua.config import PRESETS
     from rliv_ray.algorithms.rliv_ua.train import train_rliv_ua
 
-    if args.ablation not in ABLATIONS:
-        raise ValueError(f"unknown ablation '{args.ablation}' (choose from {sorted(ABLATIONS)})")
-    return train_rliv_ua(args.samples, args.out, settings_for(ABLATIONS[args.ablation]),
+    if args.ablation not in PRESETS:
+        raise ValueError(f"unknown ablation '{args.ablation}' (choose from {sorted(PRESETS)})")
+    return train_rliv_ua(args.samples, args.out, settings_for(PRESETS[args.ablation]),
                          resume=args.resume, overwrite=args.overwrite,
                          tracking_uri=args.tracking_uri)
 

@@ -10,9 +10,17 @@ A *policy spec* is one of
     python:MODULE:FUNC    FUNC(user_id (M,), author_id (M,), state (M, D)) -> (M, A) scores
 
 External models see the documented state layout (``rliv_ray.mdp.state``; the README lists the
-D = 18 features of the synthetic world) and return one score per action of the world's grid;
-each candidate gets the action of highest score (with probability ``epsilon`` a uniform one).
-Specs are strings so that Ray workers can rebuild the policy themselves.
+D = 18 features of the synthetic world) and return one score per action of the world's grid.
+A learned spec may end in ``@RULE``, how scores become actions:
+
+    @argmax       (default; the paper, rliv-ua.txt line 247) each candidate gets the action of
+                  highest score, a_i = argmax_a Q(i, a)
+    @best_value   [I] (ours) the candidate of highest value V_i = max_a Q(i, a) in the request
+                  gets the top weight and the others weight 0, as the world's Greedy and Oracle
+                  policies do with their known values
+
+With probability ``epsilon`` a candidate's action is uniform instead. Specs are strings so that
+Ray workers can rebuild the policy themselves.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ QFunction = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 """(user_id (M,) int64, author_id (M,) int64, state (M, D) float32) -> (M, A) scores."""
 REFERENCE = ("RankingModel", "Greedy", "Oracle", "Logging")
 KINDS = ("rliv", "torchscript", "onnx", "python")
+RULES = ("argmax", "best_value")
 CHUNK_ROWS = 65_536
 """Candidates scored per forward call (bounds memory with many users x N candidates)."""
 
@@ -50,16 +59,21 @@ class ScoringPolicy:
     q: QFunction
     grid: ActionGrid
     epsilon: float = 0.0
+    rule: str = "argmax"
     observes_state: bool = field(default=True, init=False)
 
     def act(self, cand: Candidates, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         a, n, d = cand.state.shape
         users = np.repeat(cand.user_id, n)
         authors, states = cand.author_id.reshape(-1), cand.state.reshape(a * n, d)
-        greedy = np.concatenate([
-            self.q(users[i:i + CHUNK_ROWS], authors[i:i + CHUNK_ROWS],
-                   states[i:i + CHUNK_ROWS]).argmax(axis=1)
-            for i in range(0, a * n, CHUNK_ROWS)]).reshape(a, n)
+        scores = np.concatenate([
+            self.q(users[i:i + CHUNK_ROWS], authors[i:i + CHUNK_ROWS], states[i:i + CHUNK_ROWS])
+            for i in range(0, a * n, CHUNK_ROWS)]).reshape(a, n, -1)
+        if self.rule == "argmax":
+            greedy = scores.argmax(axis=2)
+        else:  # best_value
+            value = scores.max(axis=2)
+            greedy = np.where(value == value.max(axis=1, keepdims=True), self.grid.size - 1, 0)
         if self.epsilon == 0.0:
             return greedy.astype(np.int16), np.ones((a, n), np.float32)
         explore = rng.random((a, n)) < self.epsilon
@@ -78,12 +92,17 @@ def make_policy(spec: str, world: UAWorldConfig, state_dim: int, *,
     kind, sep, target = spec.partition(":")
     if not sep or kind not in KINDS or not target:
         raise PolicyError(f"unknown policy '{spec}': use one of {', '.join(REFERENCE)} or "
-                          f"KIND:PATH with KIND in {KINDS}")
+                          f"KIND:PATH[@RULE] with KIND in {KINDS}")
+    rule = "argmax"
+    if "@" in target:
+        target, _, rule = target.rpartition("@")
+        if rule not in RULES:
+            raise PolicyError(f"{spec}: unknown rule '@{rule}'; use one of {RULES}")
     loaders = {"rliv": _rliv_q, "torchscript": _torchscript_q, "onnx": _onnx_q,
                "python": _python_q}
     q = loaders[kind](target, state_dim)
     _check_scores(spec, q, state_dim, world.action_grid.size)
-    return ScoringPolicy(q, world.action_grid, epsilon)
+    return ScoringPolicy(q, world.action_grid, epsilon, rule)
 
 
 def _check_scores(spec: str, q: QFunction, state_dim: int, n_actions: int) -> None:
@@ -119,9 +138,10 @@ def _rliv_q(target: str, state_dim: int) -> QFunction:
     if meta["state_dim"] != state_dim:
         raise PolicyError(f"rliv:{target}: the scorer reads states of width "
                           f"{meta['state_dim']}, the world's are {state_dim}")
-    towers = meta["towers"]
-    serving = meta.get("serving_tower", towers[0])
-    index = torch.tensor([towers.index(serving)])
+    if "serving_tower" not in meta:
+        raise PolicyError(f"rliv:{target}: the scorer records no serving tower (export format "
+                          "1); export it again with this version")
+    index = torch.tensor([meta["towers"].index(meta["serving_tower"])])
 
     def q(user_id, author_id, state):
         with torch.inference_mode():

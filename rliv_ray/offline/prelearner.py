@@ -39,12 +39,13 @@ def required_columns(next_state: str = "asa") -> tuple[str, ...]:
 
 
 def shard_batch_to_arrays(batch: pa.Table, *, n_actions: int | None = None,
-                          next_state: str = "asa",
+                          next_state: str = "asa", reward: str = "per_tower",
                           module_id: str = DEFAULT_MODULE_ID) -> dict[str, np.ndarray]:
     """One Arrow batch of an RL sample shard as the learner's flat dict of arrays.
 
     ``next_state="stitched"`` is the w/o-ASA buffer (EQUATIONS 2.1(j)): only the rows whose
-    next state stitching found, with that true next state.
+    next state stitching found, with that true next state. ``reward="summed"`` gives every
+    reward column the sum of the four (the DQN baseline's one reward).
     """
     missing = [c for c in required_columns(next_state) if c not in batch.column_names]
     if missing:
@@ -60,6 +61,9 @@ def shard_batch_to_arrays(batch: pa.Table, *, n_actions: int | None = None,
         raise ShardError(f"column '{S.ACTION}', row {bad}: action {actions[bad]} is outside "
                          f"the grid of {n_actions} actions")
     rewards = {c: batch[c].to_numpy().astype(np.float32) for c in REWARD_COLUMNS}
+    if reward == "summed":
+        total = sum(rewards.values())
+        rewards = dict.fromkeys(REWARD_COLUMNS, total)
     done = np.zeros(len(actions), dtype=bool)
     out = {
         Columns.OBS: obs, Columns.NEXT_OBS: new_obs, Columns.ACTIONS: actions,
@@ -91,13 +95,14 @@ class ColumnarPreLearner(OfflinePreLearner):
     """
 
     def __init__(self, *, config=None, spaces=None, module_state=None, **kwargs):
-        if not (hasattr(config, "next_state") and hasattr(config, "n_actions")):
-            raise TypeError(f"ColumnarPreLearner needs a config with next_state and n_actions "
-                            f"(an RLIVUAConfig), got {type(config).__name__}")
+        if not all(hasattr(config, name) for name in ("next_state", "n_actions", "reward")):
+            raise TypeError(f"ColumnarPreLearner needs a config with next_state, n_actions and "
+                            f"reward (an RLIVUAConfig), got {type(config).__name__}")
         self.n_actions = config.n_actions
         self.next_state = config.next_state
+        self.reward = config.reward
 
     def __call__(self, batch) -> dict[str, np.ndarray]:
         table = batch if isinstance(batch, pa.Table) else pa.table(batch)
         return shard_batch_to_arrays(table, n_actions=self.n_actions,
-                                     next_state=self.next_state)
+                                     next_state=self.next_state, reward=self.reward)

@@ -13,7 +13,12 @@ import pytest
 import torch
 
 from rliv_ray import schema as S
-from rliv_ray.algorithms.rliv_ua.config import ABLATIONS, RLIVUAConfig, resolve_gift_assist
+from rliv_ray.algorithms.rliv_ua.config import (
+    ABLATIONS,
+    PRESETS,
+    RLIVUAConfig,
+    resolve_gift_assist,
+)
 from rliv_ray.algorithms.rliv_ua.objective import rliv_ua_loss
 from rliv_ray.algorithms.rliv_ua.train import TrainSettings, build_config
 from rliv_ray.offline.prelearner import ColumnarPreLearner
@@ -66,7 +71,7 @@ def test_every_preset_has_expectations():
 
 
 def preset_config(directory, name):
-    training = {**ABLATIONS[name], "hidden": (16,), "embedding_dim": 8}
+    training = {**PRESETS[name], "hidden": (16,), "embedding_dim": 8}
     info = inspect_shards(directory, next_state=training.get("next_state", "asa"))
     return build_config(info, TrainSettings(training=training))
 
@@ -135,8 +140,20 @@ def test_asking_for_assistance_that_cannot_apply_is_an_error(sources):
 
 def test_prelearner_without_the_config_fields_is_an_error(sources):
     table = sources["gifts"][1]
-    with pytest.raises(TypeError, match="needs a config with next_state and n_actions"):
+    with pytest.raises(TypeError, match="needs a config with next_state, n_actions and reward"):
         ColumnarPreLearner(config=None)
     stitched = RLIVUAConfig().training(next_state="stitched")
     assert len(ColumnarPreLearner(config=stitched)(table)["default_policy/actions"]) == \
         table[S.STITCHED].to_numpy(zero_copy_only=False).sum()
+
+
+@pytest.mark.parametrize("source", sorted(SOURCES))
+def test_dqn_baseline_is_one_critic_on_the_summed_reward(sources, source):
+    directory, table = sources[source]
+    config = preset_config(directory, "dqn")
+    arrays = config.prelearner_class(config=config)(table)
+    summed = sum(table[S.reward_column(label)].to_numpy() for label in S.LABELS)
+    np.testing.assert_allclose(arrays[f"default_policy/{S.reward_column(S.EFFECTIVE_VIEW)}"],
+                               summed)
+    assert config.towers == EV and config.n_critics == 1
+    assert not config.supervised_split and not config.gift_assist

@@ -154,3 +154,39 @@ def test_cli_bad_input_is_one_line_and_exit_2(world_dir, capsys, args, message):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("rliv evaluate: error: ")
     assert re.search(message, err)
+
+
+def _candidates(state: np.ndarray):
+    from rliv_ray.data.ua_policies import Candidates
+
+    a, n, _ = state.shape
+    zeros = np.zeros((a, n))
+    return Candidates(zeros, zeros, zeros, zeros, zeros, zeros, zeros, zeros, zeros, zeros,
+                      user_id=np.arange(a), author_id=np.arange(a * n).reshape(a, n),
+                      state=state)
+
+
+def by_table(user_id, author_id, state):
+    """Scores of a known table: action a scores state[:, 0] * (a == 1) + state[:, 1]."""
+    out = np.repeat(state[:, 1:2], 5, axis=1)
+    out[:, 1] += state[:, 0]
+    return out
+
+
+@pytest.mark.parametrize(("rule", "expected"), [
+    ("argmax", [[1, 0, 1], [0, 1, 1]]),  # action 1 wherever state[:, 0] > 0
+    ("best_value", [[0, 0, 4], [0, 0, 4]]),  # top weight on the candidate of highest max_a
+])
+def test_serving_rules_turn_scores_into_actions(rule, expected):
+    state = np.zeros((2, 3, 18), np.float32)
+    state[..., 0] = [[0.5, -1.0, 0.2], [-0.3, 0.1, 0.4]]
+    state[..., 1] = [[0.0, 0.0, 1.0], [0.0, 0.2, 0.3]]
+    policy = make_policy(f"python:{__name__}:by_table@{rule}", TINY, 18)
+    actions, probs = policy.act(_candidates(state), np.random.default_rng(0))
+    np.testing.assert_array_equal(actions, expected)
+    assert (probs == 1).all()
+
+
+def test_an_unknown_rule_is_named():
+    with pytest.raises(PolicyError, match="unknown rule '@softmax'"):
+        make_policy(f"python:{__name__}:by_table@softmax", TINY, 18)

@@ -36,6 +36,7 @@ RLIV_DEFAULTS: dict[str, Any] = {
     "id_optimizer": "lazy_adam",  # "lazy_adam": row-wise Adam on the id tables; "adam": dense
     "id_rows_per_id": 16,  # table rows per distinct id when sized from data (0: id_buckets)
     "next_state": "asa",  # "asa": every row with ASA's s'; "stitched": w/o ASA (2.1(j))
+    "reward": "per_tower",  # "per_tower": tower l learns r_l (Eq. 2); "summed": r_1 + ... + r_4
     "action_weights": ActionGrid().weights,  # EQUATIONS 2.1(f) [I]
     "action_c": 1.0,
     "action_w": 1.0,
@@ -52,6 +53,15 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "wo_al_sl": {"gift_assist": False, "supervised_split": False},
     "wo_asa": {"next_state": "stitched"},
 }
+BASELINES: dict[str, dict[str, Any]] = {
+    # Table 1's DQN (EQUATIONS 2.1(o): [40] is Double DQN): one network, one critic, no R/T
+    # split, trained on the summed reward; its single tower is named effective_view only
+    # because serving reads that tower.
+    "dqn": {"towers": (EFFECTIVE_VIEW,), "n_critics": 1, "supervised_split": False,
+            "gift_assist": False, "reward": "summed"},
+}
+PRESETS: dict[str, dict[str, Any]] = {**ABLATIONS, **BASELINES}
+"""What ``rliv train rliv-ua --ablation NAME`` accepts."""
 
 
 def resolve_gift_assist(training: dict[str, Any], labels: tuple[str, ...]) -> bool:
@@ -151,6 +161,8 @@ class RLIVUAConfig(ValidatedConfig):
                           f"'{self.id_optimizer}'")
         if self.id_rows_per_id < 0:
             errors.append(f"id_rows_per_id must be >= 0, got {self.id_rows_per_id}")
+        if self.reward not in ("per_tower", "summed"):
+            errors.append(f"reward must be 'per_tower' or 'summed', got '{self.reward}'")
         if self.next_state not in ("asa", "stitched"):
             errors.append(f"next_state must be 'asa' or 'stitched', got '{self.next_state}'")
         if not 0.0 <= self.gamma < 1.0:
