@@ -66,9 +66,16 @@ def test_asa_report_as_a_ray_job(ray_head, tmp_path):
     generate_ua_world(tmp_path / "w", UAWorldConfig(n_users=60, days=5), n_files=2,
                       progress=False)
     rliv = shutil.which("rliv", path=str(BIN))
-    job = ray_head.submit_job(
-        entrypoint=f"{rliv} asa-report {tmp_path / 'w'} --workers 2 --asa-epochs 1 --quiet",
-        runtime_env={"env_vars": {"RAY_AUTH_MODE": "disabled"}})
+    for attempt in range(POLLS):  # the head's job agent registers after its dashboard answers
+        try:
+            job = ray_head.submit_job(
+                entrypoint=f"{rliv} asa-report {tmp_path / 'w'} --workers 2 --asa-epochs 1 "
+                           "--quiet", runtime_env={"env_vars": {"RAY_AUTH_MODE": "disabled"}})
+            break
+        except RuntimeError as err:
+            if "No available agent" not in str(err) or attempt == POLLS - 1:
+                raise
+            time.sleep(1)
     done = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED)
     for _ in range(POLLS):  # a hang guard, not a speed check
         if (status := ray_head.get_job_status(job)) in done:
