@@ -54,7 +54,8 @@ class PolicyError(ValueError):
 
 @dataclass
 class ScoringPolicy:
-    """Greedy on a score per (candidate, action), epsilon-uniform per candidate (2.1(f))."""
+    """Actions from a score per (candidate, action) by ``rule`` (see the module docstring),
+    epsilon-uniform per candidate (2.1(f))."""
 
     q: QFunction
     grid: ActionGrid
