@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -100,11 +101,12 @@ def train_sl_mgac(samples: str | Path, out: str | Path, settings: TrainSettings,
 
 
 def save_policy(checkpoint: str | Path, path: Path, manifest: dict) -> Path:
-    """The trained network with its spec and the samples' group edges, for evaluation."""
+    """The trained network with its spec and the samples' group edges, for evaluation: the
+    tensors and one JSON string, so that :func:`load_policy` never unpickles code."""
     module = load_module(checkpoint)
-    torch.save({"spec": asdict(module.spec), "state_dict": module.net.state_dict(),
-                "edges": list(manifest["edges"]), "groups": manifest["groups"],
-                "method": module.model_config["method"]}, path)
+    meta = {"spec": asdict(module.spec), "edges": [float(e) for e in manifest["edges"]],
+            "groups": manifest["groups"], "method": module.model_config["method"]}
+    torch.save({"meta": json.dumps(meta), "state_dict": module.net.state_dict()}, path)
     return path
 
 
@@ -120,10 +122,15 @@ def load_policy(path: str | Path) -> TrainedPolicy:
     """The network (eval mode), group edges and method saved by :func:`save_policy`."""
     from rliv_ray.algorithms.sl_mgac.config import spec_from_fields
 
-    saved = torch.load(path, map_location="cpu", weights_only=False)
-    spec = dict(saved["spec"])
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        meta = json.loads(saved["meta"])
+    except (pickle.UnpicklingError, RuntimeError, KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{path}: not a policy file written by `rliv train sl-mgac` of this "
+                         "version (only tensors and JSON are read; train again)") from err
+    spec = dict(meta["spec"])
     for name in ("live_bins", "video_bins"):
         spec[name] = list(spec[name]["boundaries"])
     net = SLMGACNetwork(spec_from_fields(spec))
     net.load_state_dict(saved["state_dict"])
-    return TrainedPolicy(net.eval(), np.asarray(saved["edges"]), saved.get("method", "SL-MGAC"))
+    return TrainedPolicy(net.eval(), np.asarray(meta["edges"]), meta["method"])
