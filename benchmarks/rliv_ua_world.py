@@ -56,24 +56,14 @@ def train(samples: str, out: Path, variant: str, seed: int, args) -> float:
     return time.perf_counter() - began
 
 
-def margins(result: dict, runs: dict, metric: str) -> dict[str, dict]:
-    """Per variant: the paired margin over RankingModel per training seed, with its interval."""
-    base = np.asarray(result["RankingModel"][metric]["values"])
-    out = {}
-    for variant, specs in runs.items():
-        per_seed = [float((np.asarray(result[s][metric]["values"]) - base).mean() / base.mean())
-                    for s in specs]
-        out[variant] = interval(per_seed)
-    return out
-
-
-def order_margins(result: dict, runs: dict, better: str, worse: str, metric: str) -> dict:
-    """Paired per training seed: mean over rollout seeds of better minus worse, relative."""
-    diffs = []
-    for b, w in zip(runs[better], runs[worse], strict=True):
+def paired_gain(result: dict, better: list[str], worse: list[str], metric: str) -> dict:
+    """Per training seed (a pair of specs): mean over rollout seeds of better minus worse,
+    relative to worse; mean and 95% interval over training seeds."""
+    gains = []
+    for b, w in zip(better, worse, strict=True):
         vb, vw = (np.asarray(result[s][metric]["values"]) for s in (b, w))
-        diffs.append(float((vb - vw).mean() / vw.mean()))
-    return interval(diffs)
+        gains.append(float((vb - vw).mean() / vw.mean()))
+    return interval(gains)
 
 
 def pct(stat: dict) -> str:
@@ -96,13 +86,13 @@ def render(result: dict, runs: dict, n_train: int, n_eval: int) -> str:
             cells.append(pct(interval(list((np.asarray(result[name][m]["values"]) - b)
                                            / b.mean()))))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    per_metric = {m: margins(result, runs, m) for m in SHOWN}
-    for variant in runs:
+    for variant, specs in runs.items():
+        base = ["RankingModel"] * len(specs)
         lines.append(f"| RLIV-UA {variant} | " + " | ".join(
-            pct(per_metric[m][variant]) for m in SHOWN) + " |")
+            pct(paired_gain(result, specs, base, m)) for m in SHOWN) + " |")
     for better, worse in (pair for pair in ORDERS if set(pair) <= set(runs)):
         lines.append(f"| {better} vs {worse} | " + " | ".join(
-            pct(order_margins(result, runs, better, worse, m)) for m in SHOWN) + " |")
+            pct(paired_gain(result, runs[better], runs[worse], m)) for m in SHOWN) + " |")
     return "\n".join(lines)
 
 
