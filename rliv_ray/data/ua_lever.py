@@ -65,13 +65,20 @@ def policy_metrics(config: UAWorldConfig, policy: Policy, seed: int,
     }
 
 
-def _sessions(cols: dict[str, np.ndarray]) -> int:
-    """Number of sessions: runs of a user's requests separated by more than SESSION_GAP_MS."""
+def session_numbers(cols: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The (user, time) order of the rows and each row's session number in that order, from 1:
+    a user's requests more than SESSION_GAP_MS apart belong to different sessions."""
     order = np.lexsort((cols[S.TS_MS], cols[S.USER_ID]))
     user, ts = cols[S.USER_ID][order], cols[S.TS_MS][order]
     new = np.ones(len(user), dtype=bool)
     new[1:] = (user[1:] != user[:-1]) | (ts[1:] - ts[:-1] > SESSION_GAP_MS)
-    return int(new.sum())
+    return order, np.cumsum(new)
+
+
+def _sessions(cols: dict[str, np.ndarray]) -> int:
+    """Number of sessions (see :func:`session_numbers`)."""
+    numbers = session_numbers(cols)[1]
+    return int(numbers[-1]) if len(numbers) else 0
 
 
 def compare_policies(config: UAWorldConfig, seeds: list[int],

@@ -39,7 +39,7 @@ from rliv_ray import schema as S
 from rliv_ray.data.io import user_bucket
 from rliv_ray.data.ua_config import UAWorldConfig
 from rliv_ray.data.ua_generate import log_schema_for_world
-from rliv_ray.data.ua_lever import LTV_LABEL_VALUES, SESSION_GAP_MS, interval
+from rliv_ray.data.ua_lever import LTV_LABEL_VALUES, interval, session_numbers
 from rliv_ray.data.ua_population import Population
 from rliv_ray.data.ua_world import simulate_users
 from rliv_ray.evaluation.policies import make_policy
@@ -144,10 +144,8 @@ def one_torch_thread():
 
 def column_sums(cols: dict[str, np.ndarray], deep_bond: float) -> dict:
     """Additive totals of one rollout's exposures (merge, then :func:`finish`)."""
-    user, author, ts = cols[S.USER_ID], cols[S.AUTHOR_ID], cols[S.TS_MS]
-    order = np.lexsort((ts, user))
-    u, t = user[order], ts[order]
-    session = np.cumsum(np.r_[True, (u[1:] != u[:-1]) | (t[1:] - t[:-1] > SESSION_GAP_MS)])
+    user, author = cols[S.USER_ID], cols[S.AUTHOR_ID]
+    order, session = session_numbers(cols)
     counts = {label: int(cols[label].sum()) for label in S.LABELS}
     deep = cols[S.TRUE_BOND_AFTER] >= deep_bond
     return {
