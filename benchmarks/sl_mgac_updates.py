@@ -132,7 +132,7 @@ class MLPArm(Arm):
             y = r + s.gamma * (~batch[DONE]).float() * q_next.min(0).values.max(-1).values
         action = batch[S.ACTION].long()
         q_taken = q.gather(-1, action.view(1, -1, 1).expand(q.shape[0], -1, 1)).squeeze(-1)
-        critic = F.huber_loss(q_taken, y.expand_as(q_taken), delta=s.huber_delta)
+        critic = F.huber_loss(q_taken, y.expand_as(q_taken), delta=s.td_huber_delta)
         weights = torch.softmax(q.min(0).values / s.q_temperature, dim=-1)
         actor = -(weights * torch.log_softmax(logits, dim=-1)).sum(-1).mean()
         return critic + actor

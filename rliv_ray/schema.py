@@ -277,7 +277,12 @@ def next_column(column: str) -> str:
 
 # --- Live-stream allocation log: schemas and helpers (SL-MGAC) ---------------------------------
 META_LIVE_FEATURES = b"rliv.live_feature_names"
-DONE = "done"  # bool, SL-MGAC samples: the transition ends the trajectory (session end or last)
+DONE = "done"  # bool, SL-MGAC samples: the transition ends the trajectory (live_samples terminal)
+# SL-MGAC samples: where the request sits in the user's sessions (state inputs, live_samples)
+SESSION_INDEX = "session_index_log1p"  # float32, log1p(sessions since the user's first request)
+REQUEST_GAP = "request_gap_log1p_s"  # float32, log1p(seconds since the previous request), 0 first
+NEXT_NEW_SESSION = "next_new_session"  # bool, the next request starts a session (True on last row)
+SESSION_STATE_COLUMNS: tuple[str, ...] = (SESSION_INDEX, REQUEST_GAP)
 NO_LIVE = -1  # LIVE_ID of a request with no live stream on air (action must be 0)
 HISTORY_PAD = -1  # padding of LIVE_HISTORY / VIDEO_HISTORY
 # Latent quantities a simulator hands to oracle policies (never logged).
@@ -287,7 +292,7 @@ TRUE_EXPECTED_VIDEO_WATCH_PER_VIDEO_S = "true_expected_video_watch_per_video_s" 
 
 NEXT_STATE_COLUMNS: tuple[str, ...] = (
     USER_FEATURES, LIVE_FEATURES, LIVE_HISTORY, VIDEO_HISTORY, LIVE_ID, USER_GROUP,
-    LIVE_WATCH_S, VIDEO_WATCH_S, N_VIDEOS, ACTION,
+    LIVE_WATCH_S, VIDEO_WATCH_S, N_VIDEOS, ACTION, *SESSION_STATE_COLUMNS,
 )
 """Columns of the user's next request copied into an SL-MGAC sample as ``next_<column>``: the
 next state, plus its logged action and watch times (the bins of EQUATIONS.md 1.12)."""
@@ -338,13 +343,16 @@ LIVE_LOG_COLUMNS: tuple[str, ...] = tuple(live_log_schema([], []).names)
 
 
 def live_sample_schema(log: pa.Schema) -> pa.Schema:
-    """An SL-MGAC sample row: the log row, its user group, ``done`` and the next request's
-    :data:`NEXT_STATE_COLUMNS` as ``next_<column>`` (types taken from the log schema ``log``)."""
-    group = pa.field(USER_GROUP, pa.int16(), nullable=False)
-    fields = [*(log.field(name) for name in LIVE_LOG_COLUMNS), group,
-              pa.field(DONE, pa.bool_(), nullable=False)]
+    """An SL-MGAC sample row: the log row, its user group, its session state, ``done``,
+    ``next_new_session`` and the next request's :data:`NEXT_STATE_COLUMNS` as
+    ``next_<column>`` (types of the log columns taken from the log schema ``log``)."""
+    added = {USER_GROUP: pa.int16(), SESSION_INDEX: pa.float32(), REQUEST_GAP: pa.float32()}
+    fields = [*(log.field(name) for name in LIVE_LOG_COLUMNS),
+              *(pa.field(name, dtype, nullable=False) for name, dtype in added.items()),
+              pa.field(DONE, pa.bool_(), nullable=False),
+              pa.field(NEXT_NEW_SESSION, pa.bool_(), nullable=False)]
     for name in NEXT_STATE_COLUMNS:
-        dtype = group.type if name == USER_GROUP else log.field(name).type
+        dtype = added[name] if name in added else log.field(name).type
         fields.append(pa.field(next_column(name), dtype, nullable=False))
     return pa.schema(fields, metadata=log.metadata)
 

@@ -33,7 +33,13 @@ import pyarrow.parquet as pq
 
 from rliv_ray import schema as S
 from rliv_ray.data import io
-from rliv_ray.data.live_samples import group_edges, live_samples, user_watch_3w
+from rliv_ray.data.live_samples import (
+    DEFAULT_TERMINAL,
+    check_terminal,
+    group_edges,
+    live_samples,
+    user_watch_3w,
+)
 from rliv_ray.data.live_validate import validate_live_table
 from rliv_ray.data.validate import LogValidationError
 from rliv_ray.ope.split import DEFAULT_TEST_SHARE, split_users
@@ -46,15 +52,19 @@ _SCAN_COLUMNS = [S.USER_ID, S.USER_REQUEST_IDX, S.LIVE_WATCH_3W_S]
 
 def build_live_samples(logs: str | os.PathLike, out: str | os.PathLike, *, groups: int = 6,
                        test_share: float = DEFAULT_TEST_SHARE, seed: int = 0,
-                       overwrite: bool = False, progress: bool = True) -> dict:
+                       terminal: str = DEFAULT_TERMINAL, overwrite: bool = False,
+                       progress: bool = True) -> dict:
     """Write ``out/train`` (SL-MGAC samples), ``out/test`` (held-out raw rows) and the manifest.
 
-    ``logs``: a dataset directory, a folder of Parquet files or one file. Raises
+    ``logs``: a dataset directory, a folder of Parquet files or one file. ``terminal``: which
+    transitions are ``done`` (:data:`~rliv_ray.data.live_samples.TERMINAL_MODES`, recorded in
+    the manifest). Raises
     :class:`LogValidationError` on a bad log, ``ValueError`` on bad settings (e.g. more groups
     than train users with live watch time); nothing is left at ``out`` on any error.
     """
     started = time.perf_counter()
     _check_settings(logs, out, groups=groups, test_share=test_share, seed=seed)
+    check_terminal(terminal)
     files = io.log_files(logs)
     with io.atomic_output_dir(out, overwrite=overwrite) as tmp:
         with Progress(len(files), "build-live-samples: scan", unit="files",
@@ -64,12 +74,13 @@ def build_live_samples(logs: str | os.PathLike, out: str | os.PathLike, *, group
         with Progress(len(files), "build-live-samples: write", unit="files",
                       enabled=progress) as bar:
             counts = _write_parts(files, tmp, edges, groups=groups, test_share=test_share,
-                                  seed=seed, bar=bar)
+                                  seed=seed, terminal=terminal, bar=bar)
         manifest = {
             "groups": groups,
             "edges": [float(e) for e in edges],
             "test_share": test_share,
             "seed": seed,
+            "terminal": terminal,
             "files": len(files),
             "train_users_with_live_watch": int((values > 0).sum()),
             **counts,
@@ -132,7 +143,7 @@ def _train_edges(values: np.ndarray, groups: int) -> np.ndarray:
 
 
 def _write_parts(files: list[Path], tmp: Path, edges: np.ndarray, *, groups: int,
-                 test_share: float, seed: int, bar: Progress) -> dict:
+                 test_share: float, seed: int, terminal: str, bar: Progress) -> dict:
     """Pass 2: validate each file, write its train samples and its test rows."""
     counts = {split: {"rows": 0, "users": 0, "parts": 0} for split in (TRAIN_DIR, TEST_DIR)}
     for split in counts:
@@ -144,7 +155,8 @@ def _write_parts(files: list[Path], tmp: Path, edges: np.ndarray, *, groups: int
         parts = {TRAIN_DIR: table.filter(pa.array(train)), TEST_DIR: table.filter(pa.array(test))}
         del table
         if parts[TRAIN_DIR].num_rows:
-            parts[TRAIN_DIR] = live_samples(parts[TRAIN_DIR], groups=groups, edges=edges)
+            parts[TRAIN_DIR] = live_samples(parts[TRAIN_DIR], groups=groups, edges=edges,
+                                           terminal=terminal)
         for split, part in parts.items():
             if part.num_rows == 0:
                 continue

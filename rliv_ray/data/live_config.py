@@ -47,7 +47,12 @@ class LiveWorldConfig:
     ``loss_unwanted``; the drift decays with half-life ``drift_half_life_days`` and is clipped
     to [-drift_max, drift_max]. The drift also moves the return rate: at a session end the user
     skips the next planned session with P = sigmoid(logit(skip_rate) - k_return*drift). So an
-    insert that pays now can cost later (gamma > 0 matters). The reward is Eq. 5 of SL-MGAC,
+    insert that pays now can cost later (gamma > 0 matters). Leave law (off with
+    ``leave_rate = 0``, the default): right after an unwanted insert the user leaves for the
+    rest of the horizon with P = sigmoid(logit(leave_rate) + k_leave_repeat * (unwanted
+    inserts earlier in the session) - k_leave_affinity * base affinity). ``rliv
+    check-live-world`` measures whether any of this shows under the trained objective
+    (benchmarks/RESULTS.md: with the defaults it does not). The reward is Eq. 5 of SL-MGAC,
     r = a * (T^l - beta * T^v / n) (EQUATIONS.md 1.5).
 
     Live supply: each stream broadcasts daily from a start hour drawn from
@@ -143,6 +148,14 @@ class LiveWorldConfig:
     drift_half_life_days: float = 7.0
     skip_rate: float = 0.1
     k_return: float = 2.0
+    leave_rate: float = 0.0
+    """P(the user leaves the app for the rest of the horizon) right after an unwanted insert,
+    for a user of base affinity 0 with no earlier unwanted insert in the session (0: never)."""
+    k_leave_repeat: float = 0.0
+    """Logit added to the leave probability per earlier unwanted insert in the same session."""
+    k_leave_affinity: float = 0.0
+    """Logit subtracted per unit of the user's base live affinity: casual users leave more
+    readily than fans."""
 
     # --- warm-up of the 3-week live watch time and the histories
     warmup_inject_rate: float = 0.15
@@ -172,6 +185,7 @@ class LiveWorldConfig:
         for name in ("quit_rate", "skip_rate", "warmup_inject_rate"):
             value = getattr(self, name)
             _check(0 < value < 1, f"{name} must be in (0, 1), got {value}")
+        _check(0 <= self.leave_rate < 1, f"leave_rate must be in [0, 1), got {self.leave_rate}")
         _check(0 < self.logging_epsilon <= 1,
                f"logging_epsilon must be in (0, 1] (propensities must stay in (0, 1)), got "
                f"{self.logging_epsilon}")
@@ -179,7 +193,8 @@ class LiveWorldConfig:
         for name in ("activity_sigma", "affinity_sigma", "fan_signal_noise", "taste_sigma",
                      "live_ranker_noise", "quality_signal_noise", "video_engagement_sigma",
                      "logging_noise", "k_quit_unwanted", "k_quit_fatigue", "gain_good",
-                     "loss_unwanted", "k_return", "mood_amplitude", "drift_max"):
+                     "loss_unwanted", "k_return", "mood_amplitude", "drift_max",
+                     "k_leave_repeat", "k_leave_affinity"):
             value = getattr(self, name)
             _check(value >= 0, f"{name} must be >= 0, got {value}")
 

@@ -99,6 +99,34 @@ class PolicyValue:
         return float(self.user_discounted_return.mean())
 
 
+def policy_run(config: LiveWorldConfig, policy: LivePolicy, *, users: int | None = None,
+               seed: int | None = None) -> tuple[LiveWorldConfig, dict[str, np.ndarray]]:
+    """Run ``users`` fresh users (default ``config.n_users``) of the world with ``seed``
+    (default ``config.seed``) under ``policy``: the world run and its light columns (latent
+    expectations included), sorted by user, then request. The same (config, users, seed)
+    gives every policy the same population and random stream (common random numbers)."""
+    world = dataclasses.replace(config, n_users=users or config.n_users,
+                                seed=config.seed if seed is None else seed)
+    rng = np.random.default_rng(np.random.SeedSequence([world.seed, _EVAL_STREAM]))
+    cols = simulate_live_users(world, LivePopulation.build(world), np.arange(world.n_users),
+                               policy, rng, light=True).columns
+    order = np.lexsort((cols[S.USER_REQUEST_IDX], cols[S.USER_ID]))
+    return world, {k: v[order] for k, v in cols.items()}
+
+
+def session_discounted_returns(reward: np.ndarray, session_end: np.ndarray,
+                               starts: np.ndarray, gamma: float) -> np.ndarray:
+    """Per user, sum_t gamma^k_t r_t with k_t the sessions the user ended before request t:
+    gamma applies only on transitions into a new session (rows sorted by user, then request;
+    ``starts`` flags each user's first row). Returns one value per user, in row order."""
+    ended = np.asarray(session_end, dtype=np.int64)
+    before = np.cumsum(ended) - ended  # session ends before each row, over all users
+    first = np.flatnonzero(starts)
+    owner = np.cumsum(starts) - 1
+    k = before - before[first][owner]
+    return np.bincount(owner, weights=reward * np.power(gamma, k), minlength=len(first))
+
+
 def evaluate_policy(config: LiveWorldConfig, policy: LivePolicy, *, beta: float | None = None,
                     gamma: float = DEFAULT_GAMMA, users: int | None = None,
                     seed: int | None = None, window_minutes: int = 20) -> PolicyValue:
@@ -107,14 +135,8 @@ def evaluate_policy(config: LiveWorldConfig, policy: LivePolicy, *, beta: float 
     (default ``config.beta``)."""
     if not 0 <= gamma <= 1:
         raise ValueError(f"gamma must be in [0, 1], got {gamma}")
-    world = dataclasses.replace(config, n_users=users or config.n_users,
-                                seed=config.seed if seed is None else seed)
+    world, cols = policy_run(config, policy, users=users, seed=seed)
     beta = world.beta if beta is None else beta
-    rng = np.random.default_rng(np.random.SeedSequence([world.seed, _EVAL_STREAM]))
-    cols = simulate_live_users(world, LivePopulation.build(world), np.arange(world.n_users),
-                               policy, rng, light=True).columns
-    order = np.lexsort((cols[S.USER_REQUEST_IDX], cols[S.USER_ID]))
-    cols = {k: v[order] for k, v in cols.items()}
     reward = allocation_rewards(cols[S.ACTION], cols[S.LIVE_WATCH_S], cols[S.VIDEO_WATCH_S],
                                 cols[S.N_VIDEOS], beta)
     user, n = cols[S.USER_ID], world.n_users

@@ -7,7 +7,10 @@ and logs the probability of the logged action as ``behavior_prob``:
 * :class:`EpsilonLoggingPolicy`: the logging policy, a noisy heuristic mixed with a fair coin,
   so every request with a live stream on air has a propensity strictly inside (0, 1);
 * :class:`AlwaysPolicy`: a constant probability (1 = "Dummy" always-inject, 0 = never);
-* :class:`OraclePolicy`: the immediate-greedy oracle on the latent state.
+* :class:`OraclePolicy`: the immediate-greedy oracle on the latent state (with a margin: the
+  myopic threshold rule);
+* :class:`LookaheadOracle`: the long-horizon oracle, which also prices what an unwanted insert
+  costs the user's future.
 """
 
 from __future__ import annotations
@@ -20,10 +23,16 @@ from scipy.special import ndtri
 from rliv_ray import schema as S
 from rliv_ray.data.io import mix64
 from rliv_ray.data.live_config import LiveWorldConfig
-from rliv_ray.data.live_world import LIVE_FEATURE_NAMES, USER_FEATURE_NAMES, LivePolicy
+from rliv_ray.data.live_world import (
+    LIVE_FEATURE_NAMES,
+    TRUE_CLICK_PROB,
+    TRUE_LEAVE_PROB,
+    USER_FEATURE_NAMES,
+    LivePolicy,
+)
 
-__all__ = ["AlwaysPolicy", "EpsilonLoggingPolicy", "LivePolicy", "OraclePolicy",
-           "logging_policy", "observation_from_log"]
+__all__ = ["AlwaysPolicy", "EpsilonLoggingPolicy", "LivePolicy", "LookaheadOracle",
+           "OraclePolicy", "logging_policy", "observation_from_log"]
 
 
 def _sigmoid(x):
@@ -85,9 +94,37 @@ class OraclePolicy:
     margin_s: float = 0.0
 
     def inject_probability(self, obs: dict[str, np.ndarray]) -> np.ndarray:
-        gain = (obs[S.TRUE_EXPECTED_LIVE_WATCH_S]
-                - self.beta * obs[S.TRUE_EXPECTED_VIDEO_WATCH_PER_VIDEO_S])
-        return (gain > self.margin_s).astype(np.float64)
+        return (expected_gain(obs, self.beta) > self.margin_s).astype(np.float64)
+
+
+def expected_gain(obs: dict[str, np.ndarray], beta: float) -> np.ndarray:
+    """E[r | s, a = 1] = E[T^l] - beta * E[T^v / n] from the latent expectations, (B,)."""
+    return (obs[S.TRUE_EXPECTED_LIVE_WATCH_S]
+            - beta * obs[S.TRUE_EXPECTED_VIDEO_WATCH_PER_VIDEO_S])
+
+
+@dataclass(frozen=True)
+class LookaheadOracle:
+    """Long-horizon oracle: the immediate gain minus what the insert risks for the future,
+
+        Q(s, 1) - Q(s, 0) ~= g(s) - gamma * (1 - P(click | s)) * P(leave | unwanted, s) * V
+
+    and inject iff that exceeds ``margin_s``. g = E[T^l] - beta * E[T^v / n], P(click) and
+    P(leave) are the world's true values for this request (P(leave) rises with the session's
+    earlier unwanted inserts and is larger for casual users than for fans: the state the
+    immediate reward does not show); V (``future_value_s``) is what a user who leaves would
+    have earned under the trained discount, a constant the check tunes on its own seeds.
+    """
+
+    beta: float
+    gamma: float = 0.9
+    future_value_s: float = 100.0
+    margin_s: float = 0.0
+
+    def inject_probability(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        risk = (1 - obs[TRUE_CLICK_PROB]) * obs[TRUE_LEAVE_PROB] * self.future_value_s
+        value = expected_gain(obs, self.beta) - self.gamma * risk
+        return (value > self.margin_s).astype(np.float64)
 
 
 def logging_policy(c: LiveWorldConfig) -> EpsilonLoggingPolicy:

@@ -51,12 +51,30 @@ LIVE_FEATURE_NAMES = ("log_popularity", "quality_signal", "category", "hours_on_
 """Observable features of the candidate live stream (all zero when none is on air)."""
 
 
+TRUE_CLICK_PROB = "true_click_prob"
+"""Oracle-only observation key: P(click | inject) of the request's live stream."""
+TRUE_LEAVE_PROB = "true_leave_prob"
+"""Oracle-only observation key: P(the user leaves for good | this request's insert is unwanted)."""
+TRUE_BASE_AFFINITY = "true_base_affinity"
+"""Oracle-only observation key: the user's latent base live affinity (before any drift)."""
+
+
 def _sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
 
 
 def _logit(p: float) -> float:
     return float(np.log(p / (1 - p)))
+
+
+def leave_probability(c: LiveWorldConfig, base_affinity: np.ndarray,
+                      earlier_unwanted: np.ndarray) -> np.ndarray:
+    """P(the user leaves for the rest of the horizon | an unwanted insert now), from the user's
+    base affinity and the unwanted inserts earlier in the session; zeros when leave_rate = 0."""
+    if c.leave_rate == 0:
+        return np.zeros(len(base_affinity))
+    return _sigmoid(_logit(c.leave_rate) + c.k_leave_repeat * earlier_unwanted
+                    - c.k_leave_affinity * base_affinity)
 
 
 def capped_lognormal_mean(mu, sigma, cap):
@@ -288,6 +306,9 @@ def _observation(c, pop, u, st: _Users, act, now, hour, req: _Request, alpha) ->
         S.VIDEO_HISTORY: _ordered(st.video_hist, st.video_ptr, act),
         S.LIVE_WATCH_3W_S: st.watch_3w(act, (now - c.start_ms) // DAY_MS).astype(np.float32),
         S.TRUE_LIVE_AFFINITY: alpha,
+        TRUE_BASE_AFFINITY: pop.base_affinity[u],
+        TRUE_CLICK_PROB: np.where(has, _sigmoid(c.live_click_bias + req.match), 0.0),
+        TRUE_LEAVE_PROB: leave_probability(c, pop.base_affinity[u], st.session_unwanted[act]),
         S.TRUE_EXPECTED_LIVE_WATCH_S: np.where(has, expected_live_watch(c, req.match), 0.0),
         S.TRUE_EXPECTED_VIDEO_WATCH_PER_VIDEO_S: (per_video * kept).sum(1) / kept.sum(1),
     }
@@ -323,7 +344,10 @@ def _step(c: LiveWorldConfig, pop: LivePopulation, users, st: _Users, act, polic
     video_t = np.exp(req.video_mu + c.video_sigma * rng.standard_normal(req.video_mu.shape))
     video_watch = (np.minimum(video_t, c.video_watch_cap_s) * watched).sum(axis=1)
     unwanted = action & ~click
-    end = _update(c, st, act, now, req, n, click, unwanted, live_watch, video_watch, rng)
+    leave = np.zeros(len(act), dtype=bool)
+    if c.leave_rate:  # no draw when the law is off: the random stream stays as it was
+        leave = unwanted & (rng.random(len(act)) < obs[TRUE_LEAVE_PROB])
+    end = _update(c, st, act, now, req, n, click, unwanted, leave, live_watch, video_watch, rng)
     out = {name: obs[name] for name in S.LIVE_LOG_COLUMNS if name in obs}
     if light:
         for name in (S.USER_FEATURES, S.LIVE_FEATURES, S.LIVE_HISTORY, S.VIDEO_HISTORY):
@@ -342,10 +366,10 @@ def _step(c: LiveWorldConfig, pop: LivePopulation, users, st: _Users, act, polic
     return out
 
 
-def _update(c: LiveWorldConfig, st: _Users, act, now, req: _Request, n, click, unwanted,
+def _update(c: LiveWorldConfig, st: _Users, act, now, req: _Request, n, click, unwanted, leave,
             live_watch, video_watch, rng) -> np.ndarray:
-    """Histories, 3-week watch time, drift, counters, clocks and session ends; returns the
-    session-end flags."""
+    """Histories, 3-week watch time, drift, counters, clocks and session ends (``leave``: the
+    user's last request); returns the session-end flags."""
     _push(st.live_hist, st.live_ptr, act, req.live[:, None], click.astype(np.int64))
     _push(st.video_hist, st.video_ptr, act, req.videos, n)
     st.add_watch(act, (now - c.start_ms) // DAY_MS, live_watch)
@@ -362,9 +386,11 @@ def _update(c: LiveWorldConfig, st: _Users, act, now, req: _Request, n, click, u
     think = rng.exponential(c.think_time_s, len(act))
     st.clock[act] += ((video_watch + live_watch + think) * 1000.0).astype(np.int64) + 1
     end = (rng.random(len(act)) < p_quit) | (st.session_requests[act] >= c.max_session_requests)
+    end |= leave
     ending = act[end]
     p_skip = _sigmoid(_logit(c.skip_rate) - c.k_return * st.drift[ending])
     st.session[ending] += 1 + (rng.random(len(ending)) < p_skip)
+    st.session[act[leave]] = st.offsets[1:][act[leave]]  # no further sessions
     for counter in (st.session_requests, st.session_inserts, st.session_unwanted):
         counter[ending] = 0
     nxt = ending[st.session[ending] < st.offsets[1:][ending]]

@@ -3,7 +3,8 @@ straight to the learner's arrays, as :mod:`rliv_ray.offline.prelearner` does for
 
 Every column the objective reads, for the request and for the user's next request
 (``next_<column>``): feature vectors (B, d) float32, history id lists (B, 50) int64, ids,
-groups, actions and counts int64, watch times float32, ``done`` bool.
+groups, actions and counts int64, watch times and the session state float32, ``done`` and
+``next_new_session`` bool.
 """
 
 from __future__ import annotations
@@ -14,17 +15,18 @@ from ray.rllib.core import DEFAULT_MODULE_ID
 from ray.rllib.offline.offline_prelearner import OfflinePreLearner
 
 from rliv_ray import schema as S
-from rliv_ray.algorithms.sl_mgac.objective import OUTCOME_COLUMNS, STATE_COLUMNS
+from rliv_ray.algorithms.sl_mgac.objective import OUTCOME_COLUMNS, SESSION_COLUMNS, STATE_COLUMNS
 from rliv_ray.offline.prelearner import ShardError
 
 FLOAT_VECTORS = (S.USER_FEATURES, S.LIVE_FEATURES)
 ID_VECTORS = (S.LIVE_HISTORY, S.VIDEO_HISTORY)
-FLOATS = (S.LIVE_WATCH_S, S.VIDEO_WATCH_S, S.BEHAVIOR_PROB)
+FLOATS = (S.LIVE_WATCH_S, S.VIDEO_WATCH_S, S.BEHAVIOR_PROB, *SESSION_COLUMNS)
+BOOLS = (S.DONE, S.NEXT_NEW_SESSION)
 
 
 def required_live_columns() -> tuple[str, ...]:
-    paired = (S.ACTION, *STATE_COLUMNS, *OUTCOME_COLUMNS)
-    return (S.BEHAVIOR_PROB, S.DONE, *paired, *(S.next_column(c) for c in paired))
+    paired = (S.ACTION, *STATE_COLUMNS, *SESSION_COLUMNS, *OUTCOME_COLUMNS)
+    return (S.BEHAVIOR_PROB, *BOOLS, *paired, *(S.next_column(c) for c in paired))
 
 
 def live_batch_to_arrays(batch: pa.Table, *,
@@ -43,7 +45,7 @@ def live_batch_to_arrays(batch: pa.Table, *,
             out[name] = S.arrow_to_ids(batch[name]).astype(np.int64)
         elif base in FLOATS:
             out[name] = _finite(name, batch[name].to_numpy().astype(np.float32))
-        elif base == S.DONE:
+        elif name in BOOLS:
             out[name] = batch[name].to_numpy(zero_copy_only=False).astype(bool)
         else:
             out[name] = batch[name].to_numpy().astype(np.int64)

@@ -32,7 +32,7 @@ from rliv_ray.data.live_config import LiveWorldConfig
 from rliv_ray.data.live_metrics import allocation_ratio_amplitude, allocation_rewards
 from rliv_ray.data.live_policies import observation_from_log
 from rliv_ray.data.live_population import LivePopulation
-from rliv_ray.data.live_samples import assign_groups
+from rliv_ray.data.live_samples import SessionClock, assign_groups, session_state
 from rliv_ray.data.live_world import LivePolicy, simulate_live_users
 from rliv_ray.data.ua_truth import discounted_returns
 from rliv_ray.grouping import group_starts
@@ -45,11 +45,17 @@ from rliv_ray.ope.ncis import (
 )
 
 __all__ = ["EvalRow", "NetworkPolicy", "batch_from_observation", "batch_from_table", "evaluate",
-           "mean_interval", "true_value_runs"]
+           "mean_interval", "observed_session_state", "true_value_runs"]
 
-_FLOAT = (S.USER_FEATURES, S.LIVE_FEATURES, S.BEHAVIOR_PROB, S.LIVE_WATCH_S, S.VIDEO_WATCH_S)
+_FLOAT = (S.USER_FEATURES, S.LIVE_FEATURES, S.BEHAVIOR_PROB, S.LIVE_WATCH_S, S.VIDEO_WATCH_S,
+          *S.SESSION_STATE_COLUMNS)
+_BOOL = (S.DONE, S.NEXT_NEW_SESSION)
 _IDS = (S.LIVE_HISTORY, S.VIDEO_HISTORY)  # kept int32: the embeddings hash them as int64
-_ROW_COLUMNS = (*objective.STATE_COLUMNS, S.ACTION, S.BEHAVIOR_PROB, *objective.OUTCOME_COLUMNS)
+_ROW_COLUMNS = (*objective.STATE_COLUMNS, *S.SESSION_STATE_COLUMNS, S.ACTION, S.BEHAVIOR_PROB,
+                *objective.OUTCOME_COLUMNS)
+SESSION_REQUESTS_FEATURE = "log1p_session_requests"
+"""The world's user feature that is 0 exactly on a session's first request: how a policy that
+sees the world's observations tells that a request opens a session (:class:`SessionClock`)."""
 _TRUTH_STREAM = 0x7E57  # the on-policy runs' random stream, apart from the log's
 TRUTH_REWARDS = ("expected", "realised")
 CHUNK_ROWS = 8192
@@ -74,7 +80,7 @@ def _tensor(name: str, values: np.ndarray, device) -> torch.Tensor:
         dtype = torch.float32
     elif base in _IDS:
         dtype = torch.int32
-    elif base == S.DONE:
+    elif name in _BOOL:
         dtype = torch.bool
     else:
         dtype = torch.int64
@@ -88,20 +94,30 @@ def batch_from_table(table: Table, *, edges: np.ndarray | None,
                      device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
     """SL-MGAC's tensor batch from rows of live samples, a log or a world observation.
 
-    Reads every column of ``objective.STATE_COLUMNS``, the action, behaviour probability and
-    outcomes, ``done`` and the ``next_`` columns of :data:`~rliv_ray.schema.NEXT_STATE_COLUMNS`
-    that ``table`` has (an Arrow table or a dict of NumPy arrays, same column names). Without a
-    ``user_group`` column the group is :func:`assign_groups` of ``live_watch_3w_s`` with
-    ``edges`` (those of the training users). Shapes: features (B, w) float32, histories
-    (B, L) int32, ids, groups, actions and n (B,) int64, times and probabilities (B,) float32,
-    done (B,) bool.
+    Reads every column of ``objective.STATE_COLUMNS``, the session state (or computes it from
+    log rows' ``session_end``, :func:`session_state`), the action, behaviour probability and
+    outcomes, ``done``, ``next_new_session`` and the ``next_`` columns of
+    :data:`~rliv_ray.schema.NEXT_STATE_COLUMNS` that ``table`` has (an Arrow table or a dict
+    of NumPy arrays, same column names). Without a ``user_group`` column the group is
+    :func:`assign_groups` of ``live_watch_3w_s`` with ``edges`` (those of the training users).
+    Shapes: features (B, w) float32, histories (B, L) int32, ids, groups, actions and n (B,)
+    int64, times, session state and probabilities (B,) float32, done flags (B,) bool.
     """
     names = table.column_names if isinstance(table, pa.Table) else list(table)
     batch: dict[str, torch.Tensor] = {}
-    wanted = [*_ROW_COLUMNS, S.DONE, *(S.next_column(c) for c in S.NEXT_STATE_COLUMNS)]
+    wanted = [*_ROW_COLUMNS, *_BOOL, *(S.next_column(c) for c in S.NEXT_STATE_COLUMNS)]
     for name in wanted:
         if name in names:
             batch[name] = _tensor(name, _numpy(table, name), device)
+    session_known = {S.USER_ID, S.TS_MS, S.SESSION_END} <= set(names)
+    if S.SESSION_INDEX not in batch and session_known:  # log rows: from their session ends
+        user, ts = _numpy(table, S.USER_ID), _numpy(table, S.TS_MS)
+        order = np.lexsort((ts, user))
+        index, gap = session_state(user[order], ts[order], _numpy(table, S.SESSION_END)[order])
+        for name, values in ((S.SESSION_INDEX, index), (S.REQUEST_GAP, gap)):
+            column = np.empty_like(values)
+            column[order] = values
+            batch[name] = _tensor(name, column, device)
     if S.USER_GROUP not in batch:
         if S.LIVE_WATCH_3W_S not in names or edges is None:
             raise KeyError(f"rows need {S.USER_GROUP!r}, or {S.LIVE_WATCH_3W_S!r} and edges")
@@ -113,11 +129,31 @@ def batch_from_table(table: Table, *, edges: np.ndarray | None,
     return batch
 
 
+def observed_session_state(obs: Mapping[str, np.ndarray],
+                           clock: SessionClock) -> dict[str, np.ndarray]:
+    """The session state (``SESSION_STATE_COLUMNS``) of observed requests: given in ``obs``, or
+    tracked per user by ``clock`` across calls, a request opening a session where the world's
+    ``log1p_session_requests`` feature is 0; empty when neither can be had."""
+    if all(name in obs for name in S.SESSION_STATE_COLUMNS):
+        return {name: obs[name] for name in S.SESSION_STATE_COLUMNS}
+    from rliv_ray.data.live_world import USER_FEATURE_NAMES
+
+    if (SESSION_REQUESTS_FEATURE not in USER_FEATURE_NAMES or S.TS_MS not in obs
+            or S.USER_ID not in obs or S.USER_FEATURES not in obs):
+        return {}
+    column = USER_FEATURE_NAMES.index(SESSION_REQUESTS_FEATURE)
+    new = np.asarray(obs[S.USER_FEATURES])[:, column] == 0
+    index, gap = clock.observe(obs[S.USER_ID], obs[S.TS_MS], new)
+    return {S.SESSION_INDEX: index, S.REQUEST_GAP: gap}
+
+
 def batch_from_observation(obs: Mapping[str, np.ndarray], edges: np.ndarray,
                            device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
     """The state columns of the world's on-policy observations (``LivePolicy`` input) as a
-    batch; the group always comes from ``live_watch_3w_s`` and ``edges``."""
+    batch; the group always comes from ``live_watch_3w_s`` and ``edges``, the session state
+    from :func:`observed_session_state` (the observations taken as one run's requests)."""
     state = {name: obs[name] for name in objective.STATE_COLUMNS if name != S.USER_GROUP}
+    state.update(observed_session_state(obs, SessionClock()))
     state[S.LIVE_WATCH_3W_S] = obs[S.LIVE_WATCH_3W_S]
     return batch_from_table(state, edges=edges, device=device)
 
@@ -145,15 +181,23 @@ class NetworkPolicy:
         self.net, self.edges = net, np.asarray(edges, dtype=np.float64)
         self.epsilon, self.greedy, self.probability = epsilon, greedy, probability
         self.device, self.chunk_rows = device, chunk_rows
+        self.sessions = SessionClock()
+
+    def reset_sessions(self) -> None:
+        """Forget every user's session state (a new run of the world starts)."""
+        self.sessions = SessionClock()
 
     @torch.no_grad()
     def method_probability(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
         """p(s) (B,) float64, the method's P(a = 1 | s) before the epsilon-greedy rule."""
         n = len(obs[S.LIVE_ID])
         out = np.zeros(n)
+        if self.net.spec.session_state:
+            obs = {**obs, **observed_session_state(obs, self.sessions)}
         for lo in range(0, n, self.chunk_rows):
             part = {k: v[lo:lo + self.chunk_rows] for k, v in obs.items()
-                    if k in objective.STATE_COLUMNS or k == S.LIVE_WATCH_3W_S}
+                    if k in objective.STATE_COLUMNS or k in S.SESSION_STATE_COLUMNS
+                    or k == S.LIVE_WATCH_3W_S}
             batch = batch_from_observation(part, self.edges, self.device)
             out[lo:lo + self.chunk_rows] = self.probability(self.net, batch).cpu().numpy()
         return out
@@ -203,6 +247,8 @@ def true_value_runs(policy: LivePolicy, config: LiveWorldConfig, users: np.ndarr
     pop = population if population is not None else LivePopulation.build(config)
     runs = []
     for seed in seeds:
+        if hasattr(policy, "reset_sessions"):  # each run starts its users afresh
+            policy.reset_sessions()
         rng = np.random.default_rng(np.random.SeedSequence([config.seed, _TRUTH_STREAM, seed]))
         cols = simulate_live_users(config, pop, users, policy, rng, light=True).columns
         order = np.lexsort((cols[S.USER_REQUEST_IDX], cols[S.USER_ID]))
@@ -320,6 +366,8 @@ def evaluate(policy: LivePolicy, *, world_config: LiveWorldConfig, test_log: pa.
     users = np.asarray(users, dtype=np.int64)
     estimate = per_decision_estimate = None
     if test_log is not None:
+        if hasattr(policy, "reset_sessions"):
+            policy.reset_sessions()
         p_inject = policy.inject_probability(observation_from_log(test_log))
         options = {"beta": beta, "cap": cap, "gamma": gamma, "n_bootstrap": n_bootstrap,
                    "level": level}

@@ -114,6 +114,28 @@ def test_network_policy_on_world_observations_matches_the_serving_rule(world):
     assert (policy.inject_probability(obs)[obs[S.LIVE_ID] < 0] == 0).all()
 
 
+def test_world_observations_give_the_log_session_state(world):
+    """The policy's session state from the world's observations (the session-requests
+    feature) equals the samples' one from the log's session ends (issue 13)."""
+    _, _, test, edges = world
+    from_obs = batch_from_observation(observation_from_log(test), edges)
+    from_log = batch_from_table(test, edges=edges)  # log rows: from session_end
+    for name in S.SESSION_STATE_COLUMNS:
+        torch.testing.assert_close(from_obs[name], from_log[name])
+    assert (from_log[S.SESSION_INDEX] > 0).any() and (from_log[S.REQUEST_GAP] > 0).any()
+
+
+def test_network_policy_restarts_sessions_between_runs(world):
+    _, _, test, edges = world
+    obs = observation_from_log(test)
+    net = tiny_net(batch_from_observation(obs, edges))
+    policy = NetworkPolicy(net, edges)
+    first = policy.method_probability(obs)
+    np.testing.assert_allclose(policy.method_probability(obs), first)  # time went back
+    policy.reset_sessions()
+    np.testing.assert_allclose(policy.method_probability(obs), first)
+
+
 def test_evaluate_never_inject_is_zero_everywhere(world):
     pop, _, test, _ = world
     row = evaluate(AlwaysPolicy(0.0), world_config=CONFIG, test_log=test, seeds=(0, 1),

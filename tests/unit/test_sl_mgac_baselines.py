@@ -74,7 +74,8 @@ def test_l2r_regresses_the_reward_of_the_logged_action_by_hand():
     loss, metrics = l2r_loss(net, None, batch, settings)
     q = forward_state(net, batch, actor=False).residual[0]  # (B, 2), one critic
     q_taken = q.gather(1, batch[S.ACTION].long().view(-1, 1)).squeeze(1)
-    expected = L.huber(q_taken - logged_reward(batch, net.spec, settings)).mean()
+    expected = L.huber(q_taken - logged_reward(batch, net.spec, settings),
+                       settings.td_huber_delta).mean()
     torch.testing.assert_close(loss, expected)
     assert metrics["loss/total"] == pytest.approx(expected.item())
 
@@ -99,7 +100,7 @@ def test_dqn_target_by_hand(mode):
         y = logged_reward(batch, net.spec, settings) + settings.gamma * v * ~batch[DONE]
     q = forward_state(net, batch, actor=False).residual[0]
     q_taken = q.gather(1, batch[S.ACTION].long().view(-1, 1)).squeeze(1)
-    torch.testing.assert_close(loss, L.huber(q_taken - y).mean())
+    torch.testing.assert_close(loss, L.huber(q_taken - y, settings.td_huber_delta).mean())
 
 
 def test_l2r_learns_the_threshold_world():

@@ -46,7 +46,9 @@ def test_every_variant_is_a_valid_config(name):
     assert c.field_errors() == []
     spec, settings = c.network_spec(), c.loss_settings()
     assert spec.multi_group == ("w/o MG" not in name)
-    assert settings.q_norm == (name != "w/o Q-norm")
+    assert settings.q_norm == (not name.startswith("w/o Q-norm"))
+    # Q detached in the actor loss: -sep, and w/o Q-norm unless its "(Q attached)" row
+    assert settings.detach_q_in_actor == (name in ("SL-MGAC-sep", "w/o Q-norm"))
     assert (settings.gamma == 0.0) == (name == "SL-MGAC-0")
 
 
@@ -107,12 +109,13 @@ def test_reader_output_is_what_the_objective_reads():
     assert S.next_column(S.ACTION) in batch
 
 
-@pytest.mark.parametrize("name", ["L2R", "DQN", "Double DQN", "BC"])
+@pytest.mark.parametrize("name", ["L2R", "DQN", "Double DQN", "BC", "L2R (SL-MGAC heads)",
+                                  "DQN (SL-MGAC heads)", "Double DQN (SL-MGAC heads)"])
 def test_baselines_are_configs_with_their_own_loss(name):
     c = config(**method_fields(name))
     assert c.field_errors() == [] and c.method == name
     assert c.network_spec().supervised_split is False
-    assert (c.loss_settings().gamma == 0.0) == (name == "L2R")
+    assert (c.loss_settings().gamma == 0.0) == name.startswith("L2R")
     assert c.learners(num_learners=2).field_errors() == [
         f"the {name} baseline trains with num_learners 0 or 1 (its loss runs the network "
         "outside RLlib's DDP wrapper)"]

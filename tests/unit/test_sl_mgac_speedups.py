@@ -56,12 +56,12 @@ def ref_attention(att, query, items, mask):
     return (weight.unsqueeze(-1) * items).sum(dim=1)
 
 
-def ref_forward(net, user, live, live_id, live_history, video_history, group):
+def ref_forward(net, user, live, live_id, live_history, video_history, group, session=None):
     """Every head of the network as a flat dict of tensors."""
     def ids(table, x):
         return table(x.clamp(min=0)) * (x >= 0).unsqueeze(-1)
 
-    e_u = net.user_proj(user)
+    e_u = net.user_proj(user if session is None else torch.cat([user, session], dim=-1))
     e_s = net.live_proj(live) + ids(net.live_ids, live_id)
     q = torch.cat([e_u, e_s], dim=-1)
     h_l = ref_attention(net.live_attention, q, ids(net.live_ids, live_history),
@@ -117,7 +117,8 @@ def test_fast_network_equals_the_reference_outputs_and_gradients(name, monkeypat
     for column in (S.LIVE_HISTORY, S.VIDEO_HISTORY):  # padding first in some rows
         batch[column][::3] = batch[column][::3].flip(1)
     fast = fast_forward(net, batch)
-    ref = ref_forward(net, *(batch[c] for c in STATE_COLUMNS))
+    session = torch.stack([batch[c] for c in S.SESSION_STATE_COLUMNS], dim=-1)
+    ref = ref_forward(net, *(batch[c] for c in STATE_COLUMNS), session)
     assert fast.keys() == ref.keys()
     weights = {k: torch.randn(v.shape, generator=torch.Generator().manual_seed(i))
                for i, (k, v) in enumerate(ref.items())}

@@ -1,7 +1,9 @@
 """Table 1 baselines that share SL-MGAC's feature extractor (sl-mgac.txt 4.2.1 and line 166).
 
 Every method is an :class:`SLMGACNetwork` (same embeddings, target attention and shared
-MLP [256, 128]; LayerNorm and multi-group towers on the heads) with some heads switched off, a
+MLP [256, 128]: the shared feature extractor of line 166) with some heads switched off; L2R and
+DQN put a plain MLP head on it (no group towers, no LayerNorm: those are SL-MGAC's own, MG-SD
+and its LN ablation; the ``(SL-MGAC heads)`` rows keep them), and each method has a
 pure loss ``(net, target, batch, settings) -> (loss, metrics)`` on the SL-MGAC batch, and a
 rule for P(a = 1 | s) before the epsilon-greedy of Eq. 16 (``ope.evaluate.NetworkPolicy``):
 
@@ -86,13 +88,13 @@ def l2r_loss(net: SLMGACNetwork, target: SLMGACNetwork | None, batch: Batch,
     _check_critic_only(net, "L2R")
     q = forward_state(net, batch, actor=False).residual  # (C, B, 2)
     r = logged_reward(batch, net.spec, settings)  # (B,)
-    loss = L.critic_loss(L.taken(q, batch[S.ACTION]), r, settings.huber_delta)
+    loss = L.critic_loss(L.taken(q, batch[S.ACTION]), r, settings.td_huber_delta)
     return loss, _q_metrics(loss, q, r, _feasible(batch))
 
 
 def dqn_loss(net: SLMGACNetwork, target: SLMGACNetwork, batch: Batch,
              settings: SLMGACSettings) -> tuple[torch.Tensor, dict[str, float]]:
-    """DQN: E[Huber_delta(Q(s_t, a_t) - y_t)], y_t = r_t + gamma (1 - done) V'(s_{t+1}) with
+    """DQN: E[Huber_delta(Q(s_t, a_t) - y_t)], y_t = r_t + d_t (1 - done) V'(s_{t+1}) with
     V' = max_a' Q' (``target_mode="max_min"``) or Double DQN (``"double_dqn"``)."""
     _check_critic_only(net, "DQN")
     if settings.target_mode not in Q_TARGET_MODES:
@@ -104,9 +106,9 @@ def dqn_loss(net: SLMGACNetwork, target: SLMGACNetwork, batch: Batch,
         next_online = (forward_state(net, batch, True, actor=False)
                        if settings.target_mode == "double_dqn" else None)
         v_next = objective.next_value(next_target, next_online, net.spec, settings, batch)
-        y = L.td_target(logged_reward(batch, net.spec, settings), v_next, settings.gamma,
-                        batch[DONE])
-    loss = L.critic_loss(L.taken(q, batch[S.ACTION]), y, settings.huber_delta)
+        y = L.td_target(logged_reward(batch, net.spec, settings), v_next,
+                        objective.transition_discount(batch, settings), batch[DONE])
+    loss = L.critic_loss(L.taken(q, batch[S.ACTION]), y, settings.td_huber_delta)
     return loss, _q_metrics(loss, q, y, _feasible(batch))
 
 
@@ -154,17 +156,29 @@ class Method:
                 replace(settings or SLMGACSettings(), **self.settings_changes))
 
 
-_CRITIC_ONLY = {"supervised_split": False, "n_critics": 1}
+_SLMGAC_HEADS = {"supervised_split": False, "n_critics": 1}
+_OWN_HEADS = {**_SLMGAC_HEADS, "multi_group": False, "layer_norm": False}
+SLMGAC_HEADS_SUFFIX = " (SL-MGAC heads)"
+
+
+def _q_baselines(heads: dict[str, Any], suffix: str = "") -> dict[str, Method]:
+    rows = (("L2R", l2r_loss, {"gamma": 0.0}, False),
+            ("DQN", dqn_loss, {"target_mode": "max_min"}, True),
+            ("Double DQN", dqn_loss, {"target_mode": "double_dqn"}, True))
+    return {name + suffix: Method(name + suffix, loss, q_inject_probability, heads, changes,
+                                  target) for name, loss, changes, target in rows}
+
+
 BASELINES: dict[str, Method] = {
-    "L2R": Method("L2R", l2r_loss, q_inject_probability, _CRITIC_ONLY, {"gamma": 0.0}, False),
-    "DQN": Method("DQN", dqn_loss, q_inject_probability, _CRITIC_ONLY,
-                  {"target_mode": "max_min"}, True),
-    "Double DQN": Method("Double DQN", dqn_loss, q_inject_probability, _CRITIC_ONLY,
-                         {"target_mode": "double_dqn"}, True),
+    **_q_baselines(_OWN_HEADS),
     "BC": Method("BC", bc_loss, objective.inject_probability,
                  {"supervised_split": False, "stop_gradient": False}, {}, False),
+    **_q_baselines(_SLMGAC_HEADS, SLMGAC_HEADS_SUFFIX),
 }
-"""The baselines by name (L2R, DQN, Double DQN, BC)."""
+"""The baselines by name. L2R, DQN and Double DQN share SL-MGAC's feature extractor (paper
+line 166) and put their own head on it, one plain MLP (``qrn_hidden``) without group towers or
+LayerNorm, as the paper's fairness clause says; their ``(SL-MGAC heads)`` rows keep SL-MGAC's
+group towers and LayerNorm (the form before issue 13). BC."""
 
 
 def method(name: str) -> Method:

@@ -99,9 +99,10 @@ def next_state_value(next_q_target: torch.Tensor, mode: str = "max_min", *,
         raise ValueError(f"target_mode must be one of {TARGET_MODES}, got {mode!r}")
 
 
-def td_target(reward: torch.Tensor, next_value: torch.Tensor, gamma: float,
+def td_target(reward: torch.Tensor, next_value: torch.Tensor, gamma: float | torch.Tensor,
               done: torch.Tensor | None = None) -> torch.Tensor:
-    """y = r + gamma * (1 - done) * V(s') (Eq. 7); a terminal row's V(s') is ignored, even NaN."""
+    """y = r + d * (1 - done) * V(s') (Eq. 7), d = ``gamma`` a float or a per-row (B,) discount;
+    a terminal row's V(s') is ignored, even NaN."""
     with torch.no_grad():
         if done is not None:
             next_value = torch.where(done.bool(), torch.zeros_like(next_value), next_value)
@@ -136,10 +137,12 @@ def bin_classification_loss(logits: torch.Tensor, index: torch.Tensor,
     return masked_mean(ce, mask).sum()
 
 
-def direct_time_loss(seconds_hat: torch.Tensor, seconds: torch.Tensor,
-                     mask: torch.Tensor | None = None, delta: float = 1.0) -> torch.Tensor:
-    """w/o DD: sum_i E[Huber(T_hat_i - T)] on the watch time itself, (C, B) vs (B,)."""
-    return masked_mean(huber(seconds_hat - seconds, delta), mask).sum()
+def direct_time_loss(scaled_hat: torch.Tensor, seconds: torch.Tensor,
+                     mask: torch.Tensor | None = None, delta: float = 1.0,
+                     scale: float = 1.0) -> torch.Tensor:
+    """w/o DD: sum_i E[Huber_delta(u_i - scale * T)], the head's u_i (C, B) regressing the
+    scaled watch time T (B,) (delta in the same, scaled, units)."""
+    return masked_mean(huber(scaled_hat - scale * seconds, delta), mask).sum()
 
 
 def normalised_q(q: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:

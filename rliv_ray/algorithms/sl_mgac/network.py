@@ -1,11 +1,14 @@
 """SL-MGAC's network in plain torch (sl-mgac.txt Fig. 2, Eq. 6-13; EQUATIONS.md 1.7-1.13).
 
-    e_u = W_u x_user,  e_s = W_s x_live + E_live[live_id],  q = [e_u; e_s]
+    e_u = W_u [x_user; x_session],  e_s = W_s x_live + E_live[live_id],  q = [e_u; e_s]
     h^l = sum_j alpha^l_j e^l_j,  alpha^l = softmax_j g_l(q, e^l_j)      (Eq. 6, DIN-style g)
     h   = MLP_[256,128]([e_u; e_s; h^l; h^v])                            shared by all heads
     actor:     pi(.|s) = softmax(f_theta(LN(sg(h)), g))                   (B, 2)
     critic i:  rho^l_i = sigma(f^l_psi_i(LN_i(h), g)), rho^v_i likewise   (B, 8) each (Eq. 10)
                T_xi_i(s, .) = f_xi_i(LN_i(h), g)                          (B, 2)     (Eq. 8)
+
+x_session = [log1p(session index), log1p(gap to the previous request in s)] places the request
+in the user's sessions (``live_samples``; ``session_state=False`` drops it, as before issue 13).
 
 Every f(z, g) is a multi-group network (MGN): K towers, f(z, g) = sum_k 1[g = k] MLP_k(z);
 the towers of all critics are one :class:`BatchedMLP`, each run on its group's rows only.
@@ -15,8 +18,9 @@ value is predicted, so the RPN has no action axis: per critic and watch time it 
 proportions, one per bin (Table 4's [.., 8]); which bin is read is a property of the row (the
 stored bin of the observed time, ``bin_source="logged"``) or predicted by 8 more logits
 (``bin_source="predicted"``, output width 16). The QRN gives T(s, a) for both actions (2) and
-the actor two logits. w/o DD the RPN gives the watch time in seconds (width 1); w/o SL there is
-no RPN and the QRN's two outputs are Q itself. Q = R + gamma T is assembled by the objective.
+the actor two logits. w/o DD the RPN gives the scaled watch time, reward_scale * seconds
+(width 1); w/o SL there is no RPN and the QRN's two outputs are Q itself. Q = R + gamma T is
+assembled by the objective.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ from rliv_ray.algorithms.sl_mgac.bins import LIVE_BINS, VIDEO_BINS, WatchTimeBin
 
 LIVE_SALT, VIDEO_SALT = 11, 12
 N_ACTIONS = 2
+SESSION_WIDTH = 2
+"""Session state inputs: log1p session index, log1p gap (``schema.SESSION_STATE_COLUMNS``)."""
 MG_MODES = ("towers", "group_embedding")
 BIN_SOURCES = ("logged", "predicted")
 VIDEO_TIMES = ("request", "per_video")
@@ -53,6 +59,10 @@ class SLMGACSpec:
     """Width of ``user_features``."""
     live_dim: int
     """Width of ``live_features``."""
+    session_state: bool = True
+    """The user tower also reads the session state (``schema.SESSION_STATE_COLUMNS``: log1p
+    session index and log1p gap since the previous request), so the state can tell a request
+    that opens a session from one deep inside it; False: user features only (before issue 13)."""
     groups: int = 6
     """K user groups by past live watch time (Table 4)."""
     multi_group: bool = True
@@ -60,7 +70,7 @@ class SLMGACSpec:
     mg_mode: str = "towers"
     """``towers``: K MLPs, the group picks one; ``group_embedding``: one MLP sees [z; E_g]."""
     discretise: bool = True
-    """RPN predicts in-bin proportions (Eq. 9-11); False is w/o DD (seconds, Huber on T)."""
+    """RPN predicts in-bin proportions (Eq. 9-11); False is w/o DD (regresses the scaled T)."""
     supervised_split: bool = True
     """Q = R_psi + gamma T_xi (Eq. 8); False is w/o SL (the QRN outputs Q, no RPN)."""
     layer_norm: bool = True
@@ -198,7 +208,7 @@ class TimeHead:
 
     rho: torch.Tensor | None  # (C, B, n) in [0, 1], with discretise
     bin_logits: torch.Tensor | None  # (C, B, n), with bin_source="predicted"
-    seconds: torch.Tensor | None  # (C, B) the watch time itself, w/o DD
+    seconds: torch.Tensor | None  # (C, B) w/o DD: the scaled watch time (objective.rpn_loss)
 
     def predicted_seconds(self, bins: WatchTimeBins,
                           observed: torch.Tensor | None = None) -> torch.Tensor:
@@ -251,7 +261,7 @@ class SLMGACNetwork(nn.Module):
         super().__init__()
         self.spec = spec
         d = spec.embedding_dim
-        self.user_proj = nn.Linear(spec.user_dim, d)
+        self.user_proj = nn.Linear(spec.user_dim + SESSION_WIDTH * spec.session_state, d)
         self.live_proj = nn.Linear(spec.live_dim, d)
         self.live_ids = HashedEmbedding(spec.id_buckets, d, salt=LIVE_SALT)
         self.video_ids = HashedEmbedding(spec.id_buckets, d, salt=VIDEO_SALT)
@@ -293,9 +303,17 @@ class SLMGACNetwork(nn.Module):
 
     def features(self, user_features: torch.Tensor, live_features: torch.Tensor,
                  live_id: torch.Tensor, live_history: torch.Tensor,
-                 video_history: torch.Tensor) -> torch.Tensor:
-        """h = MLP([e_u; e_s; h^l; h^v]) (B, shared_hidden[-1]) (section 3.1)."""
-        e_u = self.user_proj(user_features.float())  # (B, d)
+                 video_history: torch.Tensor,
+                 session: torch.Tensor | None = None) -> torch.Tensor:
+        """h = MLP([e_u; e_s; h^l; h^v]) (B, shared_hidden[-1]) (section 3.1); ``session``
+        (B, 2) is required with ``spec.session_state``."""
+        x_user = user_features.float()
+        if self.spec.session_state:
+            if session is None:
+                raise ValueError("the network reads the session state (session_state=True): "
+                                 "pass session (B, 2), e.g. from live_samples' columns")
+            x_user = torch.cat([x_user, session.float()], dim=-1)
+        e_u = self.user_proj(x_user)  # (B, d)
         e_s = self.live_proj(live_features.float()) + self._ids(self.live_ids, live_id)
         q = torch.cat([e_u, e_s], dim=-1)  # (B, 2d)
         h_l = self._history(self.live_attention, q, self.live_ids, live_history)
@@ -304,9 +322,10 @@ class SLMGACNetwork(nn.Module):
 
     def forward(self, user_features: torch.Tensor, live_features: torch.Tensor,
                 live_id: torch.Tensor, live_history: torch.Tensor, video_history: torch.Tensor,
-                user_group: torch.Tensor, *, actor: bool = True,
-                critics: bool = True) -> Outputs:
-        h = self.features(user_features, live_features, live_id, live_history, video_history)
+                user_group: torch.Tensor, *, session: torch.Tensor | None = None,
+                actor: bool = True, critics: bool = True) -> Outputs:
+        h = self.features(user_features, live_features, live_id, live_history, video_history,
+                          session)
         grid = GroupGrid(user_group, self.spec.groups) if self.spec.tower_groups > 1 else None
         if grid is not None:  # LayerNorm is per row: it commutes with the grid layout
             h = grid.to_grid(h, 0)  # (K * R, D)

@@ -8,8 +8,15 @@ columns under ``schema.next_column``), runs the online and target networks and s
     r_t    = scale * a_t (T^l_t - beta T^v_t / n_t)                           (Eq. 5)
     Q_i    = sg(R_psi_i) + gamma T_xi_i            (Eq. 8; sg only in the TD term, EQUATIONS 1.10)
     R_psi  = scale * a (T_hat^l - beta T_hat^v / n)                           (Eq. 10)
-    y_t    = r_t + gamma (1 - done) V'(s_{t+1})    (Eq. 7 / 17, ``target_mode``)
-    L      = sum_i Huber(Q_i(s_t, a_t) - y_t) + L_RPN + L_pi                  (Eq. 15)
+    y_t    = r_t + d_t (1 - done) V'(s_{t+1})      (Eq. 7 / 17, ``target_mode``)
+    L      = sum_i Huber_delta(Q_i(s_t, a_t) - y_t) + L_RPN + L_pi            (Eq. 15)
+
+d_t is the per-transition discount (``discount``): gamma on every transition (``request``,
+Eq. 2), or gamma only where the next request opens a new session and 1 within a session
+(``session``: a session's requests count alike, the future is discounted per visit; the
+samples' ``next_new_session`` column says which). ``done`` comes from the samples
+(``live_samples`` ``terminal``). delta = ``huber_delta_s * reward_scale``: the Huber zone is set
+in seconds of reward, so it covers the same watch times whatever the reward scale.
 
 Rows whose ``live_id`` is -1 (no live stream on air) have no decision: a = 1 is infeasible at
 s (the actor loss skips them, :func:`act` never injects) and at s' (the target's max and the
@@ -29,6 +36,8 @@ from rliv_ray.algorithms.sl_mgac.network import Outputs, SLMGACNetwork, SLMGACSp
 DONE = S.DONE
 STATE_COLUMNS = (S.USER_FEATURES, S.LIVE_FEATURES, S.LIVE_ID, S.LIVE_HISTORY, S.VIDEO_HISTORY,
                  S.USER_GROUP)  # in the order of SLMGACNetwork.forward's arguments
+SESSION_COLUMNS = S.SESSION_STATE_COLUMNS  # the forward's ``session`` (B, 2), with session_state
+DISCOUNTS = ("request", "session")
 OUTCOME_COLUMNS = (S.LIVE_WATCH_S, S.VIDEO_WATCH_S, S.N_VIDEOS)
 TARGET_UPDATES = ("polyak", "hard")
 EPSILON = 0.2  # "Online Exploration 0.2" (Table 4)
@@ -38,20 +47,30 @@ EPSILON = 0.2  # "Online Exploration 0.2" (Table 4)
 class SLMGACSettings:
     """Loss and training settings (defaults: paper section 4.3, Table 4, EQUATIONS.md 1.5-1.17).
 
-    Table 2 / Table 1 variants here: w/o Q-norm (``q_norm=False``), SL-MGAC-0 (``gamma=0``),
-    -sep (``detach_q_in_actor=True``), -vanilla (``target_mode="vanilla"``).
+    Table 2 / Table 1 variants here: w/o Q-norm (``q_norm=False``, Q detached), SL-MGAC-0
+    (``gamma=0``), -sep (``detach_q_in_actor=True``), -vanilla (``target_mode="vanilla"``).
     """
 
     gamma: float = 0.9
+    discount: str = "request"
+    """Per-transition discount: ``request`` (gamma on every transition, Eq. 2) or ``session``
+    (gamma where the next request starts a new session, 1 within a session). Q = R + gamma T
+    keeps gamma either way: it only reparametrises T (gamma T learns d_t V')."""
     beta: float = 0.5
     """Implicit cost weight of Eq. 5 (not reported; ~lambda / (1 + lambda), tune the ratio)."""
     reward_scale: float = 0.01
     """r and R_psi are multiplied by it (line 88's "normalized" reward) [I]; sets Q_tilde's
-    sharpness together with ``q_temperature``. 0.01 puts a typical reward (tens of seconds) in
-    Huber's quadratic zone (delta 1); at 1 the Huber loss regresses the median of the heavy-
-    tailed watch time (benchmarks/RESULTS.md)."""
-    huber_delta: float = 1.0
-    """delta of every Huber loss [I]."""
+    sharpness together with ``q_temperature``. It does not move the Huber zone, which is set in
+    seconds (``huber_delta_s``)."""
+    huber_delta_s: float = 1200.0
+    """delta of the TD Huber loss (every method) and of w/o DD's watch-time loss, in seconds of
+    reward: the losses use ``huber_delta_s * reward_scale`` (:attr:`td_huber_delta`), so the
+    pair stays consistent. delta is not given [I]; 1200 s, the last bin boundary that r_t is
+    clipped at, keeps every reward-sized error quadratic (the loss estimates a mean, not the
+    median of the heavy-tailed watch time: with delta = 1 at scale 0.01, errors over 100 s were
+    linear, and those rows carry most of the live watch time)."""
+    rho_huber_delta: float = 1.0
+    """delta of Eq. 11's Huber on in-bin proportions (in [0, 1]: quadratic at 1) [I]."""
     clip_watch_time: bool = True
     """Clip T^l, T^v (or T^v / n) at the last bin boundary in r_t too, so r and R_psi share a
     range (EQUATIONS 1.11)."""
@@ -95,15 +114,32 @@ class SLMGACSettings:
         for name in ("beta", "rpn_weight", "actor_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("reward_scale", "huber_delta", "q_temperature", "lr", "embedding_lr",
-                     "hard_update_every"):
+        for name in ("reward_scale", "huber_delta_s", "rho_huber_delta", "q_temperature", "lr",
+                     "embedding_lr", "hard_update_every"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         for name, allowed in (("target_mode", L.TARGET_MODES), ("actor_loss", L.ACTOR_LOSSES),
                               ("plain_actor_loss", L.PLAIN_ACTOR_LOSSES),
-                              ("target_update", TARGET_UPDATES)):
+                              ("target_update", TARGET_UPDATES), ("discount", DISCOUNTS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+
+    @property
+    def td_huber_delta(self) -> float:
+        """delta of the TD (and w/o DD time) Huber loss in reward units."""
+        return self.huber_delta_s * self.reward_scale
+
+
+def transition_discount(batch: dict[str, torch.Tensor],
+                        settings: SLMGACSettings) -> float | torch.Tensor:
+    """d_t: gamma (``discount="request"``), or (B,) gamma where ``next_new_session``, else 1."""
+    if settings.discount == "request":
+        return settings.gamma
+    if S.NEXT_NEW_SESSION not in batch:
+        raise KeyError(f"discount='session' needs the samples' {S.NEXT_NEW_SESSION!r} column "
+                       "(rebuild them with `rliv build-live-samples`)")
+    new = batch[S.NEXT_NEW_SESSION].bool()
+    return torch.where(new, settings.gamma, 1.0).to(torch.float32)
 
 
 def check_batch(batch: dict[str, torch.Tensor], spec: SLMGACSpec) -> None:
@@ -115,6 +151,15 @@ def check_batch(batch: dict[str, torch.Tensor], spec: SLMGACSpec) -> None:
                 raise KeyError(f"SL-MGAC batch lacks column {name!r}")
     if DONE not in batch:
         raise KeyError(f"SL-MGAC batch lacks column {DONE!r}")
+    if spec.session_state:
+        for column in SESSION_COLUMNS:
+            for name in (column, S.next_column(column)):
+                if name not in batch:
+                    raise KeyError(f"SL-MGAC batch lacks column {name!r} (the network reads "
+                                   "the session state: rebuild the samples)")
+                if batch[name].shape != (b,):
+                    raise ValueError(f"{name} must have shape (B={b},), got "
+                                     f"{tuple(batch[name].shape)}")
     widths = {S.USER_FEATURES: spec.user_dim, S.LIVE_FEATURES: spec.live_dim,
               S.LIVE_HISTORY: None, S.VIDEO_HISTORY: None}
     for column in STATE_COLUMNS:
@@ -132,7 +177,10 @@ def forward_state(net: SLMGACNetwork, batch: dict[str, torch.Tensor], next_state
                   *, actor: bool = True, critics: bool = True) -> Outputs:
     """The network on the batch's requests s_t, or the users' next requests s_{t+1}."""
     col = S.next_column if next_state else (lambda c: c)
-    return net(*(batch[col(c)] for c in STATE_COLUMNS), actor=actor, critics=critics)
+    session = (torch.stack([batch[col(c)].float() for c in SESSION_COLUMNS], dim=-1)
+               if net.spec.session_state else None)  # (B, 2)
+    return net(*(batch[col(c)] for c in STATE_COLUMNS), session=session, actor=actor,
+               critics=critics)
 
 
 def _outcomes(batch: dict[str, torch.Tensor], next_state: bool) -> tuple[torch.Tensor, ...]:
@@ -155,6 +203,8 @@ def reward_hat(out: Outputs, spec: SLMGACSpec, settings: SLMGACSettings,
     video_obs = video / n if spec.video_time == "per_video" else video
     t_live = out.live.predicted_seconds(spec.live_bins, live)  # (C, B)
     t_video = out.video.predicted_seconds(spec.video_bins, video_obs)
+    if not spec.discretise:  # w/o DD heads give scale * seconds (see rpn_loss)
+        t_live, t_video = t_live / settings.reward_scale, t_video / settings.reward_scale
     if spec.video_time == "per_video":
         t_video = t_video * n
     r1 = L.watch_time_reward(torch.ones_like(t_live), t_live, t_video, n, settings.beta,
@@ -181,7 +231,10 @@ def rpn_loss(out: Outputs, spec: SLMGACSpec, settings: SLMGACSettings,
     """L_RPN (Eq. 11) over both watch times and all critics; zero-width bins are masked.
 
     The live time is observed only where a stream was injected (a = 1); the video time on
-    every row. With predicted bins their cross-entropy is added; w/o DD a Huber on seconds.
+    every row. With predicted bins their cross-entropy is added. w/o DD the head regresses the
+    scaled time, reward_scale * T, with the TD loss's delta (``td_huber_delta``): a 1200 s time
+    is 12 at scale 0.01, inside the quadratic zone, so the head estimates the mean (a delta of
+    1 on raw seconds estimated the median, 0 s for the live time: "never inject").
     """
     live, video, n = _outcomes(batch, False)
     video = video / n if spec.video_time == "per_video" else video
@@ -191,14 +244,15 @@ def rpn_loss(out: Outputs, spec: SLMGACSpec, settings: SLMGACSettings,
                                     (out.video, spec.video_bins, video, None)):
         if head.seconds is not None:
             t = bins.clip(t) if settings.clip_watch_time else t
-            total = total + L.direct_time_loss(head.seconds, t, observed, settings.huber_delta)
+            total = total + L.direct_time_loss(head.seconds, t, observed,
+                                               settings.td_huber_delta, settings.reward_scale)
             continue
         index = bins.bin_index(t)
         keep = bins.has_width(t)[index]
         keep = keep if observed is None else keep & observed
         total = total + L.rpn_proportion_loss(head.rho, bins.one_hot(t),
                                               bins.in_bin_proportion(t), keep,
-                                              settings.huber_delta)
+                                              settings.rho_huber_delta)
         if head.bin_logits is not None:
             total = total + L.bin_classification_loss(head.bin_logits, index, observed)
     return total
@@ -231,13 +285,13 @@ def sl_mgac_losses(out: Outputs, next_online: Outputs | None, next_target: Outpu
     outcomes = _outcomes(batch, False)
     live, video = _clipped(spec, *outcomes) if s.clip_watch_time else outcomes[:2]
     reward = L.watch_time_reward(action, live, video, outcomes[2], s.beta, s.reward_scale)
-    y = L.td_target(reward, next_value(next_target, next_online, spec, s, batch), s.gamma,
-                    batch[DONE])
+    y = L.td_target(reward, next_value(next_target, next_online, spec, s, batch),
+                    transition_discount(batch, s), batch[DONE])
 
     r_hat = reward_hat(out, spec, s, *outcomes) if spec.supervised_split else None  # (C,B,2)
     r_td = r_hat.detach() if r_hat is not None and s.detach_rpn_in_td else r_hat
     q_taken = L.taken(q_values(out, spec, s, outcomes, r_td), action)  # (C, B)
-    critic = L.critic_loss(q_taken, y, s.huber_delta)
+    critic = L.critic_loss(q_taken, y, s.td_huber_delta)
     rpn = (rpn_loss(out, spec, s, batch) if spec.supervised_split
            else torch.zeros((), device=y.device))
 

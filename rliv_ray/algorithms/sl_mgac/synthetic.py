@@ -26,7 +26,9 @@ def _state(spec: SLMGACSpec, b: int, history: int, g: torch.Generator,
     return {S.USER_FEATURES: torch.randn(b, spec.user_dim, generator=g),
             S.LIVE_FEATURES: torch.randn(b, spec.live_dim, generator=g) * (live_id >= 0)[:, None],
             S.LIVE_ID: live_id, **histories,
-            S.USER_GROUP: torch.randint(0, spec.groups, (b,), generator=g)}
+            S.USER_GROUP: torch.randint(0, spec.groups, (b,), generator=g),
+            S.SESSION_INDEX: torch.log1p(torch.randint(0, 20, (b,), generator=g).float()),
+            S.REQUEST_GAP: torch.log1p(torch.rand(b, generator=g) * 3600)}
 
 
 def _outcomes(state: dict[str, torch.Tensor], g: torch.Generator) -> dict[str, torch.Tensor]:
@@ -41,7 +43,8 @@ def _outcomes(state: dict[str, torch.Tensor], g: torch.Generator) -> dict[str, t
 
 def random_batch(spec: SLMGACSpec, b: int = 64, history: int = 8, seed: int = 0,
                  no_live_share: float = 0.1, done_share: float = 0.1) -> dict[str, torch.Tensor]:
-    """A batch with every column of s_t, its outcomes, s_{t+1} and its outcomes, and done."""
+    """A batch with every column of s_t (session state included), its outcomes, s_{t+1} and
+    its outcomes, done and next_new_session."""
     g = torch.Generator().manual_seed(seed)
     batch: dict[str, torch.Tensor] = {}
     for prefix in ("", S.NEXT_PREFIX):
@@ -49,6 +52,7 @@ def random_batch(spec: SLMGACSpec, b: int = 64, history: int = 8, seed: int = 0,
         for key, value in {**state, **_outcomes(state, g)}.items():
             batch[prefix + key] = value
     batch[DONE] = torch.rand(b, generator=g) < done_share
+    batch[S.NEXT_NEW_SESSION] = torch.rand(b, generator=g) < 0.2
     return batch
 
 
@@ -81,4 +85,5 @@ def threshold_batch(spec: SLMGACSpec, b: int = 512, n_states: int = 32, seed: in
     for key in list(batch):
         batch[S.NEXT_PREFIX + key] = batch[key]  # never read: done everywhere
     batch[DONE] = torch.ones(b, dtype=torch.bool)
+    batch[S.NEXT_NEW_SESSION] = torch.ones(b, dtype=torch.bool)
     return batch

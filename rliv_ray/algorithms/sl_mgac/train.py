@@ -88,7 +88,8 @@ def train_sl_mgac(samples: str | Path, out: str | Path, settings: TrainSettings,
     settings = remember_training(out, settings, start)
     config = build_config(files, manifest, settings)
     params = {"samples": str(Path(samples).resolve()), "files": len(files),
-              "groups": manifest["groups"], "settings": settings_params(settings),
+              "groups": manifest["groups"], "terminal": manifest.get("terminal", "session"),
+              "settings": settings_params(settings),
               "config": plain({k: getattr(config, k) for k in (*SPEC_DEFAULTS,
                                                                 *SETTINGS_DEFAULTS)})}
     result = run_training(
@@ -129,6 +130,7 @@ def load_policy(path: str | Path) -> TrainedPolicy:
         raise ValueError(f"{path}: not a policy file written by `rliv train sl-mgac` of this "
                          "version (only tensors and JSON are read; train again)") from err
     spec = dict(meta["spec"])
+    spec.setdefault("session_state", False)  # saved before the network read the session state
     for name in ("live_bins", "video_bins"):
         spec[name] = list(spec[name]["boundaries"])
     net = SLMGACNetwork(spec_from_fields(spec))
