@@ -36,9 +36,12 @@ from rliv_ray.evaluation.world import WorldEval, evaluate_policies
 
 REFERENCE = ("RankingModel", "Greedy", "Oracle")
 ORDERS = (("full", "wo_mt"), ("wo_mt", "wo_mt_sl"), ("full", "dqn"),
+          ("full", "wo_al_sl"), ("full", "wo_sl"), ("full", "wo_asa"),
           ("full@best_value", "full"))
-"""Pairs compared per training seed (the paper's order, then the baseline and our rule)."""
-SHOWN = ("session_length", "watch_time_min", "ctr", "diversity", "ua_count", "new_fans", "ltv")
+"""Pairs compared per training seed (Table 1's order, the baseline, Table 2's ablations, our
+rule)."""
+SHOWN = ("session_length", "watch_time_min", "ctr", "diversity", "ua_count", "new_fans",
+         "gifted_users", "revenue", "ltv")
 
 
 def train(samples: str, out: Path, variant: str, seed: int, args) -> float:
@@ -109,6 +112,7 @@ def main() -> None:
     p.add_argument("--users", type=int)
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--best-value", nargs="*", default=[], metavar="VARIANT")
+    p.add_argument("--train-only", action="store_true", help="train the missing runs, then stop")
     args = p.parse_args()
     out = Path(args.out)
     runs = {v: [f"rliv:{out / f'{v}_s{s}'}" for s in args.train_seeds] for v in args.variants}
@@ -119,6 +123,8 @@ def main() -> None:
         for variant in args.variants:
             seconds[f"{variant}_s{seed}"] = train(args.samples, out / f"{variant}_s{seed}",
                                                   variant, seed, args)
+    if args.train_only:
+        return
     world = UAWorldConfig.from_dict(io.read_manifest(args.world)["world"])
     setup = WorldEval(world, seeds=tuple(range(args.eval_seeds)), users=args.users)
     specs = [*REFERENCE, *(s for specs in runs.values() for s in specs)]

@@ -1,11 +1,13 @@
-"""``rliv evaluate``: policies in the ground-truth world, the paper's Tables 1 and 2.
+"""``rliv evaluate``: policies in the ground-truth world or a learned simulator, the paper's
+Tables 1 and 2; ``rliv fit-simulator``: the learned simulator.
 
-    rliv evaluate WORLD [--policy [LABEL=]SPEC ...] [--seeds 10] [--users N] [--workers N]
-                  [--out DIR] [--tracking-uri URI]
+    rliv evaluate WORLD_OR_SIM [--policy [LABEL=]SPEC ...] [--seeds 10] [--users N]
+                  [--workers N] [--out DIR] [--tracking-uri URI]
+    rliv fit-simulator LOG --out SIM [--epochs 5] [--hidden 64] [--seed 0]
 
 WORLD is a ``rliv generate`` output: its manifest gives the world and its population (the same
-users a trained policy learned from). SPEC is a policy spec of
-:mod:`rliv_ray.evaluation.policies`.
+users a trained policy learned from); SIM is a ``rliv fit-simulator`` output. SPEC is a policy
+spec of :mod:`rliv_ray.evaluation.policies`.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ def add_eval_parsers(add, parse_override) -> None:
             "session, CTR, diversity) and Table 2 (UA count, gifted users, revenue, new fans) "
             "with 95%% intervals over seeds and paired margins over a baseline.")
     p.add_argument("world", help="a `rliv generate` output directory (its manifest holds the "
-                   "world)")
+                   "world), or a `rliv fit-simulator` output (a learned simulator)")
     p.add_argument("--policy", action="append", metavar="[LABEL=]SPEC",
                    help="RankingModel, Greedy, Oracle, Logging, rliv:OUT_OR_SCORER, "
                    "torchscript:FILE, onnx:FILE or python:MODULE:FUNC (repeatable; default: "
@@ -48,6 +50,23 @@ def add_eval_parsers(add, parse_override) -> None:
     p.add_argument("--tracking-uri", help="log the tables to MLflow at this URI (default: "
                    "$RLIV_TRACKING_URI, else none)")
 
+    p = add("fit-simulator", cmd_fit_simulator,
+            "Fit a user simulator to any interaction log (synthetic or converted KuaiRand): "
+            "response models for click, effective view, follow, gift and watch time, a quit "
+            "model and a ranker model over the SCRI-MDP state; prints the held-out fit. "
+            "Evaluate policies in it with `rliv evaluate SIM`.")
+    p.add_argument("log", help="a `rliv generate`/`rliv convert` output or Parquet log files "
+                   "holding whole users")
+    p.add_argument("--out", required=True, help="directory for simulator.json, models.pt and "
+                   "replay.npz")
+    p.add_argument("--epochs", type=int, default=5, help="passes over the log (default 5)")
+    p.add_argument("--hidden", type=int, default=64, help="hidden width of each model "
+                   "(default 64)")
+    p.add_argument("--holdout-share", type=float, default=0.2, help="share of users held out "
+                   "to report the fit on (default 0.2)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true")
+
 
 def _policies(texts: list[str] | None) -> dict[str, str]:
     from rliv_ray.cli import CLIError
@@ -69,23 +88,28 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from rliv_ray.data import io
     from rliv_ray.data.ua_config import UAWorldConfig
     from rliv_ray.data.ua_lever import format_comparison
+    from rliv_ray.evaluation.learned_world import world_config
     from rliv_ray.evaluation.policies import PolicyError
     from rliv_ray.evaluation.report import TABLE1, TABLE2, write_report
-    from rliv_ray.evaluation.world import WorldEval, evaluate_policies
+    from rliv_ray.evaluation.sim_model import is_simulator
+    from rliv_ray.evaluation.world import WorldEval, evaluate_policies, load_simulator
     from rliv_ray.tracking import tracking_run
 
     policies = _policies(args.policy)
     if args.baseline not in policies:
         raise CLIError(f"--baseline '{args.baseline}' is not among the policies "
                        f"{list(policies)}")
-    world = io.read_manifest(args.world).get("world")
+    simulator = str(Path(args.world).resolve()) if is_simulator(args.world) else None
+    world = (world_config(load_simulator(simulator)).to_dict() if simulator
+             else io.read_manifest(args.world).get("world"))
     if world is None:
-        raise CLIError(f"{args.world} is not a synthetic user-author world (its manifest has "
-                       "no 'world'; make one with `rliv generate`)")
+        raise CLIError(f"{args.world} is neither a synthetic user-author world (its manifest "
+                       "has no 'world'; make one with `rliv generate`) nor a learned simulator "
+                       "(`rliv fit-simulator`)")
     try:
         config = UAWorldConfig.from_dict({**world, **dict(args.set or [])})
         setup = WorldEval(config, seeds=tuple(range(args.seeds)), users=args.users,
-                          buckets=args.buckets, epsilon=args.epsilon)
+                          buckets=args.buckets, epsilon=args.epsilon, simulator=simulator)
     except (TypeError, ValueError) as err:
         raise CLIError(f"invalid evaluation setting: {err}", EXIT_USAGE) from err
     began = time.perf_counter()
@@ -97,7 +121,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise CLIError(str(err), EXIT_USAGE) from err
     result = {label: by_spec[spec] for label, spec in policies.items()}
     seconds = time.perf_counter() - began
-    print(f"{setup.n_users} users x {config.days} days, N = {config.candidates_per_request} "
+    where = f"learned simulator {args.world}" if simulator else f"world {args.world}"
+    print(f"{where}: {setup.n_users} users x {config.days} days, "
+          f"N = {config.candidates_per_request} "
           f"candidates, K = {config.exposures_per_request}; seeds 0..{args.seeds - 1}; "
           f"{seconds:.1f}s. Means, then margins paired per seed over {args.baseline} (95%)")
     print(format_comparison(result, args.baseline, TABLE1))
@@ -119,3 +145,43 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 tracker.log_artifact(path)
             print(f"wrote {', '.join(p.name for p in paths)} and result.json to {out}")
     return 0
+
+
+def cmd_fit_simulator(args: argparse.Namespace) -> int:
+    from rliv_ray.cli import EXIT_USAGE, CLIError
+    from rliv_ray.data import io
+    from rliv_ray.evaluation.sim_model import SimulatorConfig, fit_from_log
+    from rliv_ray.evaluation.world import one_torch_thread
+
+    try:
+        config = SimulatorConfig(hidden=args.hidden, epochs=args.epochs,
+                                 holdout_share=args.holdout_share, seed=args.seed)
+    except ValueError as err:
+        raise CLIError(f"invalid simulator setting: {err}", EXIT_USAGE) from err
+    progress = (lambda _: None) if args.quiet else print
+    began = time.perf_counter()
+    with io.atomic_output_dir(args.out, overwrite=args.overwrite) as out, one_torch_thread():
+        try:
+            sim = fit_from_log(args.log, config, progress)
+        except (FileNotFoundError, ValueError) as err:
+            raise CLIError(f"cannot fit a simulator to {args.log}: {err}") from err
+        sim.save(out)
+    print(f"fitted on {sim.meta['fit_rows']:,} rows in {time.perf_counter() - began:.0f}s; "
+          f"held-out fit on {sim.meta['holdout_rows']:,} rows:")
+    print(format_fit(sim.meta["report"]))
+    print(f"wrote {args.out}; evaluate policies in it with `rliv evaluate {args.out}`")
+    return 0
+
+
+def format_fit(report: dict) -> str:
+    """The held-out fit as a small table: rate, predicted, log loss vs base rate, AUC."""
+    lines = ["| model | observed | predicted | log loss | base rate's | AUC |",
+             "|---|---|---|---|---|---|"]
+    for name, fit in report.items():
+        if isinstance(fit, dict):
+            lines.append(f"| {name} | {fit['rate']:.4g} | {fit['predicted']:.4g} | "
+                         f"{fit['log_loss']:.4f} | {fit['base_log_loss']:.4f} | "
+                         f"{fit['auc']:.3f} |")
+    lines += [f"{name}: {value:.3f}" for name, value in report.items()
+              if not isinstance(value, dict)]
+    return "\n".join(lines)

@@ -41,6 +41,25 @@ def add_model_parsers(sub, parse_override) -> None:
                        'gamma=0.8, lr=3e-4, towers=["follow","gift"]')
 
     p = algorithms.add_parser(
+        "rliv-ua-online", help="RLIV-UA with the synthetic world in the loop (paper Table 1).",
+        description="RLIV-UA trained in rounds with the ground-truth world in the loop: round 0 "
+        "builds samples from WORLD's log and trains; each later round rolls the latest scorer "
+        "out on --users-per-round users with --explore-epsilon exploration, appends the "
+        "exposures to the log, rebuilds the samples (stitching + ASA) and trains --iterations "
+        "more iterations from the last checkpoint. Writes OUT/log, OUT/samples, OUT/model "
+        "(scorer.pt), OUT/rounds/RRR/scorer.pt and OUT/online.json (per-round rollout metrics).")
+    p.set_defaults(func=cmd_train, train=_train_rliv_ua_online)
+    p.add_argument("world", help="a `rliv generate` output (its log starts the loop)")
+    p.add_argument("--ablation", default="full", help="as for `rliv train rliv-ua`")
+    p.add_argument("--rounds", type=int, default=3, help="rollout rounds after the initial "
+                   "offline round (default 3)")
+    p.add_argument("--users-per-round", type=int, default=200, help="users rolled out per "
+                   "round (default 200)")
+    p.add_argument("--explore-epsilon", type=float, default=0.2, help="per-candidate "
+                   "exploration of the rollouts (default 0.2)")
+    _add_train_options(p, parse_override, "RLIVUAConfig", "gamma=0.8")
+
+    p = algorithms.add_parser(
         "sl-mgac", help="SL-MGAC on the train shards of `rliv build-live-samples`.",
         description="SL-MGAC (multi-group heads, discretised watch-time rewards, supervised "
         "actor-critic) on the train shards of `rliv build-live-samples`, with RLlib. Writes "
@@ -50,8 +69,9 @@ def add_model_parsers(sub, parse_override) -> None:
     p.add_argument("samples", help="a build-live-samples output directory")
     p.add_argument("--method", "--variant", help="a row of the paper's "
                    "Tables 1-2: SL-MGAC, 'w/o MG', 'w/o MG&DD', 'w/o MG&DD&SL', 'w/o LN', "
-                   "'w/o SG', 'w/o Q-norm', SL-MGAC-0, SL-MGAC-sep, SL-MGAC-vanilla, or a "
-                   "baseline with the same feature extractor: L2R, DQN, 'Double DQN', BC "
+                   "'w/o SG', 'w/o Q-norm', 'w/o Q-norm (Q attached)', SL-MGAC-0, "
+                   "SL-MGAC-sep, SL-MGAC-vanilla, or a baseline with the same feature "
+                   "extractor: L2R, DQN, 'Double DQN', BC (or 'L2R (SL-MGAC heads)' etc.) "
                    "(default SL-MGAC, or the resumed run's)")
     _add_train_options(p, parse_override, "SLMGACConfig",
                        "beta=0.3, groups=4, live_bins=[0,10,30,60,120,600,1200]")
@@ -136,6 +156,22 @@ def _train_rliv_ua(args: argparse.Namespace, settings_for):
     return train_rliv_ua(args.samples, args.out, settings_for(PRESETS[args.ablation]),
                          resume=args.resume, overwrite=args.overwrite,
                          tracking_uri=args.tracking_uri)
+
+
+def _train_rliv_ua_online(args: argparse.Namespace, settings_for):
+    from rliv_ray.algorithms.rliv_ua.config import PRESETS
+    from rliv_ray.algorithms.rliv_ua.online import OnlineSettings, train_online
+
+    if args.ablation not in PRESETS:
+        raise ValueError(f"unknown ablation '{args.ablation}' (choose from {sorted(PRESETS)})")
+    online = OnlineSettings(rounds=args.rounds, users_per_round=args.users_per_round,
+                            epsilon=args.explore_epsilon)
+    record = train_online(args.world, args.out, settings_for(PRESETS[args.ablation]), online,
+                          resume=args.resume, overwrite=args.overwrite,
+                          tracking_uri=args.tracking_uri,
+                          progress=(lambda _: None) if args.quiet else print)
+    return json.loads((Path(args.out) / "model" / "train.json").read_text()) | {
+        "rounds": record["rounds"]}
 
 
 def _train_sl_mgac(args: argparse.Namespace, settings_for):

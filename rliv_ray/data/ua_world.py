@@ -16,6 +16,7 @@ from rliv_ray import schema as S
 from rliv_ray.data.ua_config import UAWorldConfig
 from rliv_ray.data.ua_policies import Candidates, Policy
 from rliv_ray.data.ua_population import Population, pair_potential, session_starts
+from rliv_ray.mdp.state import pair_gap_features
 
 ITEM_BITS = 20  # item ids are (author_id << ITEM_BITS) | item index
 # Pair counters kept per pool slot, in this order.
@@ -143,7 +144,7 @@ def _step(config, pop, users, pools: _Pools, st: _Users, act, policy, rng) -> di
 
     row_of = np.repeat(np.arange(len(act)), c.exposures_per_request)
     rows, slots = act[row_of], pick(req.slots)
-    labels = _draw_labels(rng, *(pick(p) for p in req.probs))
+    labels = draw_labels(rng, *(pick(p) for p in req.probs))
     interest = pick(req.interest)
     duration = (rng.exponential(c.mean_duration_s, len(rows)) + 1.0).astype(np.float32)
     watch_frac = _sigmoid(c.watch_bias + interest + c.watch_click_boost * labels[S.CLICK])
@@ -214,15 +215,14 @@ def _observed_states(pop: Population, users, pools: _Pools, st: _Users, act,
     rows = act[:, None]
     user = _user_features(pop, users[act], st, act)  # (A, U)
     author = pop.author_features[pools.author[rows, slots]]  # (A, N, F)
-    counts = pools.counts[rows, slots].astype(np.float64)  # (A, N, 5)
+    counts = pools.counts[rows, slots]  # (A, N, 5)
     seen = counts[..., EXPOSURES] > 0
     ts = st.clock_ms[act][:, None]
     days = np.where(seen, (ts - pools.first_ms[rows, slots]) / 86_400_000.0, 0.0)
-    days = days.astype(np.float32).astype(np.float64)  # the log stores days as float32
+    days = days.astype(np.float32)  # the log stores days as float32
     gap = np.where(seen, st.request_idx[act][:, None] - pools.bond_req[rows, slots], 0)
     parts = [np.broadcast_to(user[:, None, :], (a, n, user.shape[1])), author,
-             np.log1p(counts), np.log1p(days)[..., None],
-             np.log1p(np.maximum(gap, 0))[..., None], (~seen)[..., None]]
+             pair_gap_features(counts, days, gap)]
     return np.concatenate([p.astype(np.float32) for p in parts], axis=2)
 
 
@@ -237,7 +237,7 @@ def _label_probabilities(c, interest, bond, followed, gifter):
     return p_click, p_ev, p_follow, p_gift
 
 
-def _draw_labels(rng, p_click, p_ev, p_follow, p_gift) -> dict[str, np.ndarray]:
+def draw_labels(rng, p_click, p_ev, p_follow, p_gift) -> dict[str, np.ndarray]:
     """Nested labels: effective view needs a click, follow and gift need an effective view."""
     u = rng.random((4, len(p_click)))
     click = u[0] < p_click

@@ -19,6 +19,7 @@ watch time, CTR and diversity; Table 2 UA count, gifted users, revenue and new f
     diversity        distinct authors per session
     new_fans         follows
     ua_count         user-author pairs whose relationship depth B reached ``deep_bond``
+                     (NaN in a learned simulator, which knows no B)
     gifted_users     share of users who gave at least one gift
     revenue          gifts
     requests         requests
@@ -30,6 +31,7 @@ times drawn before any policy acts, so only their length (above) depends on the 
 from __future__ import annotations
 
 import contextlib
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,7 +44,9 @@ from rliv_ray.data.ua_generate import log_schema_for_world
 from rliv_ray.data.ua_lever import LTV_LABEL_VALUES, interval, session_numbers
 from rliv_ray.data.ua_population import Population
 from rliv_ray.data.ua_world import simulate_users
-from rliv_ray.evaluation.policies import make_policy
+from rliv_ray.evaluation.learned_world import simulate_learned
+from rliv_ray.evaluation.policies import PolicyError, make_policy
+from rliv_ray.evaluation.sim_model import LearnedSimulator
 from rliv_ray.mdp.state import StateLayout
 from rliv_ray.runner import make_runner
 
@@ -66,6 +70,9 @@ class WorldEval:
     epsilon: float = 0.0
     """Per-candidate exploration of learned policies (0: greedy)."""
     deep_bond: float = DEEP_BOND
+    simulator: str | None = None
+    """A learned simulator's directory (``rliv fit-simulator``): roll out there instead of the
+    ground-truth world; ``world`` is then :func:`learned_world.world_config` of it."""
 
     def __post_init__(self) -> None:
         n = self.world.n_users
@@ -99,6 +106,9 @@ def evaluate_policies(setup: WorldEval, specs: list[str], *, workers: int = 0,
     """
     dim = state_dim(setup.world)
     for spec in specs:
+        if setup.simulator and spec.partition("@")[0] == "Oracle":
+            raise PolicyError("Oracle reads the world's latent state; a learned simulator has "
+                              "none (use RankingModel, Greedy, Logging or a learned policy)")
         make_policy(spec, setup.world, dim, epsilon=setup.epsilon)
     items = [{"spec": spec, "seed": seed, "bucket": b} for spec in specs
              for seed in setup.seeds for b in range(setup.buckets)]
@@ -122,12 +132,24 @@ def rollout_sums(spec: str, seed: int, bucket: int, setup: WorldEval) -> dict:
     """Simulate one bucket of users under one policy; additive sums of its metrics."""
     world = setup.world
     users = np.arange(setup.n_users)
-    users = users[user_bucket(users, setup.buckets) == bucket]
+    sim = load_simulator(setup.simulator) if setup.simulator else None
+    ids = sim.replay.user_ids[users] if sim else users
+    users = users[user_bucket(ids, setup.buckets) == bucket]
     policy = make_policy(spec, world, state_dim(world), epsilon=setup.epsilon)
     rng = np.random.default_rng(np.random.SeedSequence([world.seed, EVAL_STREAM, seed, bucket]))
     with one_torch_thread():  # a task is one core; more threads only contend
-        cols = simulate_users(world, Population.build(world), users, policy, rng).columns
+        if sim:
+            cols = simulate_learned(sim, users, policy, rng, world.candidates_per_request,
+                                    world.action_grid)
+        else:
+            cols = simulate_users(world, Population.build(world), users, policy, rng).columns
     return column_sums(cols, setup.deep_bond) if cols else merge([])
+
+
+@functools.lru_cache(maxsize=2)
+def load_simulator(path: str) -> LearnedSimulator:
+    """A learned simulator, loaded once per process (every task of a worker reuses it)."""
+    return LearnedSimulator.load(path)
 
 
 @contextlib.contextmanager
@@ -147,7 +169,11 @@ def column_sums(cols: dict[str, np.ndarray], deep_bond: float) -> dict:
     user, author = cols[S.USER_ID], cols[S.AUTHOR_ID]
     order, session = session_numbers(cols)
     counts = {label: int(cols[label].sum()) for label in S.LABELS}
-    deep = cols[S.TRUE_BOND_AFTER] >= deep_bond
+    if S.TRUE_BOND_AFTER in cols:
+        deep = cols[S.TRUE_BOND_AFTER] >= deep_bond
+        deep_pairs = len(np.unique(np.column_stack([user[deep], author[deep]]), axis=0))
+    else:  # a learned simulator knows no relationship depth
+        deep_pairs = float("nan")
     return {
         "exposures": len(user),
         "requests": len(np.unique(cols[S.REQUEST_ID])),
@@ -158,7 +184,7 @@ def column_sums(cols: dict[str, np.ndarray], deep_bond: float) -> dict:
         "ltv": sum(v * counts[label] for v, label in zip(LTV_LABEL_VALUES, S.LABELS,
                                                          strict=True)),
         "gifted_users": len(np.unique(user[cols[S.GIFT] > 0])),
-        "deep_pairs": len(np.unique(np.column_stack([user[deep], author[deep]]), axis=0)),
+        "deep_pairs": deep_pairs,
     }
 
 

@@ -94,16 +94,26 @@ def gap_bucket(gap: np.ndarray, max_bucket: int) -> np.ndarray:
     return np.where(gap <= 0, 0, np.minimum(bucket, max_bucket)).astype(np.int32)
 
 
+def pair_gap_features(counts: np.ndarray, days: np.ndarray, gap: np.ndarray) -> np.ndarray:
+    """The pair and gap parts of the state for any leading shape: (..., 8) float64.
+
+    ``counts`` (..., 5) are the pair's exposure, click, effective-view, follow and gift counts
+    before the exposure, ``days`` the days since first contact and ``gap`` Delta.
+    """
+    counts = np.asarray(counts, dtype=np.float64)
+    first = counts[..., EXPOSURE_SLOT] == 0
+    return np.concatenate([np.log1p(counts), np.log1p(np.asarray(days, np.float64))[..., None],
+                           np.log1p(np.maximum(gap, 0))[..., None], first[..., None]], axis=-1)
+
+
 def build_states(table: pa.Table, gap: np.ndarray) -> np.ndarray:
     """The (n, dim) float32 state matrix of a log table, given each row's Delta."""
     user = S.arrow_to_matrix(table[S.USER_FEATURES])
     author = S.arrow_to_matrix(table[S.AUTHOR_FEATURES])
     counts = [table[c].fill_null(0).to_numpy(zero_copy_only=False) for c in PAIR_COUNT_COLUMNS]
-    days = table[S.UA_DAYS_SINCE_FIRST].to_numpy()
-    pair = np.log1p(np.column_stack([*counts, days]).astype(np.float64))
-    first = (counts[EXPOSURE_SLOT] == 0).astype(np.float64)
-    gap_part = np.column_stack([np.log1p(np.maximum(gap, 0)), first])
-    out = np.concatenate([user, author, pair, gap_part], axis=1)
+    pair_gap = pair_gap_features(np.column_stack(counts), table[S.UA_DAYS_SINCE_FIRST].to_numpy(),
+                                 gap)
+    out = np.concatenate([user, author, pair_gap], axis=1)
     return np.ascontiguousarray(out, dtype=np.float32)
 
 
