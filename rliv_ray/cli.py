@@ -380,4 +380,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the imported module's main: under ``python -m`` this file is ``__main__``, and the
+    # sub-command modules' ``from rliv_ray.cli import CLIError`` is another class than ours.
+    from rliv_ray.cli import main as package_main
+
+    sys.exit(package_main())

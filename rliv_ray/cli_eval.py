@@ -99,6 +99,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.baseline not in policies:
         raise CLIError(f"--baseline '{args.baseline}' is not among the policies "
                        f"{list(policies)}")
+    if not Path(args.world).is_dir():
+        raise CLIError(f"{args.world}: no such directory")
     simulator = str(Path(args.world).resolve()) if is_simulator(args.world) else None
     world = (world_config(load_simulator(simulator)).to_dict() if simulator
              else io.read_manifest(args.world).get("world"))
