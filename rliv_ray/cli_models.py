@@ -35,8 +35,9 @@ def add_model_parsers(sub, parse_override) -> None:
     p.set_defaults(func=cmd_train, train=_train_rliv_ua)
     p.add_argument("samples", help="build-samples output directory, or a folder of shards")
     p.add_argument("--ablation", default="full", help="a paper variant: full, wo_mt, wo_sl, "
-                   "wo_mt_sl, wo_al, wo_al_sl, wo_asa; or the baseline dqn (Double DQN on the "
-                   "summed reward, one critic) (default full)")
+                   "wo_mt_sl, wo_al, wo_al_sl, wo_asa; or a baseline: dqn (Double DQN on the "
+                   "summed reward, one critic), cql (dqn plus the CQL(H) penalty, cql_alpha 1) "
+                   "(default full)")
     _add_train_options(p, parse_override, "RLIVUAConfig",
                        'gamma=0.8, lr=3e-4, towers=["follow","gift"]')
 
