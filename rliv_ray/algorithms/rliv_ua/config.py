@@ -92,6 +92,9 @@ def resolve_gift_assist(training: dict[str, Any], labels: tuple[str, ...]) -> bo
 class RLIVUAConfig(ValidatedConfig):
     """Offline RLIV-UA: Adam, gamma 0.9, tau 0.005, lr 1e-3, batch 1024 (Table 3)."""
 
+    FIELDS: tuple[str, ...] = (*NETWORK_DEFAULTS, *RLIV_DEFAULTS)
+    """The fields ``training()`` accepts beyond RLlib's, and ``train.json`` reports."""
+
     def __init__(self, algo_class=None):
         from rliv_ray.algorithms.rliv_ua.algorithm import RLIVUA
 
@@ -141,6 +144,14 @@ class RLIVUAConfig(ValidatedConfig):
         from rliv_ray.algorithms.rliv_ua.learner import RLIVUALearner
 
         return RLIVUALearner
+
+    def export_module(self, module, path):
+        """The trained module as a serving file (rliv_ray/serving.py), with this config's
+        serving tower and epsilon as its serving defaults."""
+        from rliv_ray.serving import export_scorer
+
+        return export_scorer(module.net, path, gamma=self.gamma, grid=self.action_grid,
+                             serving_tower=self.serving_tower, epsilon=self.epsilon)
 
     def field_errors(self) -> list[str]:
         """What is wrong with the RLIV-UA fields (empty when valid); plain, without Ray."""
