@@ -36,7 +36,7 @@ from rliv_ray.evaluation.world import WorldEval, evaluate_policies
 
 REFERENCE = ("RankingModel", "Greedy", "Oracle")
 ORDERS = (("full", "wo_mt"), ("wo_mt", "wo_mt_sl"), ("full", "dqn"), ("full", "cql"),
-          ("full@best_value", "full"))
+          ("full", "td3_bc"), ("full", "td3_ua"), ("full@best_value", "full"))
 """Pairs compared per training seed (the paper's order, then the baseline and our rule)."""
 SHOWN = ("session_length", "watch_time_min", "ctr", "diversity", "ua_count", "new_fans", "ltv")
 

@@ -36,7 +36,8 @@ def add_model_parsers(sub, parse_override) -> None:
     p.add_argument("samples", help="build-samples output directory, or a folder of shards")
     p.add_argument("--ablation", default="full", help="a paper variant: full, wo_mt, wo_sl, "
                    "wo_mt_sl, wo_al, wo_al_sl, wo_asa; or a baseline: dqn (Double DQN on the "
-                   "summed reward, one critic), cql (dqn plus the CQL(H) penalty, cql_alpha 1) "
+                   "summed reward, one critic), cql (dqn plus the CQL(H) penalty, cql_alpha 1), "
+                   "td3_bc (TD3+BC, continuous weight), td3_ua (TD3, continuous weight) "
                    "(default full)")
     _add_train_options(p, parse_override, "RLIVUAConfig",
                        'gamma=0.8, lr=3e-4, towers=["follow","gift"]')
@@ -129,14 +130,17 @@ def _add_train_options(p, parse_override, config_name: str, examples: str) -> No
 
 
 def _train_rliv_ua(args: argparse.Namespace, settings_for):
-    from rliv_ray.algorithms.rliv_ua.config import PRESETS
+    from rliv_ray.algorithms.rliv_ua.config import PRESETS, RLIVUAConfig
     from rliv_ray.algorithms.rliv_ua.train import train_rliv_ua
+    from rliv_ray.algorithms.td3.config import TD3_PRESETS, TD3Config
 
-    if args.ablation not in PRESETS:
-        raise ValueError(f"unknown ablation '{args.ablation}' (choose from {sorted(PRESETS)})")
-    return train_rliv_ua(args.samples, args.out, settings_for(PRESETS[args.ablation]),
+    presets = {**PRESETS, **TD3_PRESETS}
+    if args.ablation not in presets:
+        raise ValueError(f"unknown ablation '{args.ablation}' (choose from {sorted(presets)})")
+    config_class = TD3Config if args.ablation in TD3_PRESETS else RLIVUAConfig
+    return train_rliv_ua(args.samples, args.out, settings_for(presets[args.ablation]),
                          resume=args.resume, overwrite=args.overwrite,
-                         tracking_uri=args.tracking_uri)
+                         tracking_uri=args.tracking_uri, config_class=config_class)
 
 
 def _train_sl_mgac(args: argparse.Namespace, settings_for):
