@@ -35,10 +35,11 @@ from rliv_ray.evaluation.report import LABELS
 from rliv_ray.evaluation.world import WorldEval, evaluate_policies
 
 REFERENCE = ("RankingModel", "Greedy", "Oracle")
-ORDERS = (("full", "wo_mt"), ("wo_mt", "wo_mt_sl"), ("full", "dqn"),
+ORDERS = (("full", "wo_mt"), ("wo_mt", "wo_mt_sl"), ("full", "dqn"), ("full", "cql"),
+          ("full", "td3_bc"), ("full", "td3_ua"),
           ("full", "wo_al_sl"), ("full", "wo_sl"), ("full", "wo_asa"),
           ("full@best_value", "full"))
-"""Pairs compared per training seed (Table 1's order, the baseline, Table 2's ablations, our
+"""Pairs compared per training seed (Table 1's order, the baselines, Table 2's ablations, our
 rule)."""
 SHOWN = ("session_length", "watch_time_min", "ctr", "diversity", "ua_count", "new_fans",
          "gifted_users", "revenue", "ltv")

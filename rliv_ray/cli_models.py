@@ -35,8 +35,10 @@ def add_model_parsers(sub, parse_override) -> None:
     p.set_defaults(func=cmd_train, train=_train_rliv_ua)
     p.add_argument("samples", help="build-samples output directory, or a folder of shards")
     p.add_argument("--ablation", default="full", help="a paper variant: full, wo_mt, wo_sl, "
-                   "wo_mt_sl, wo_al, wo_al_sl, wo_asa; or the baseline dqn (Double DQN on the "
-                   "summed reward, one critic) (default full)")
+                   "wo_mt_sl, wo_al, wo_al_sl, wo_asa; or a baseline: dqn (Double DQN on the "
+                   "summed reward, one critic), cql (dqn plus the CQL(H) penalty, cql_alpha 1), "
+                   "td3_bc (TD3+BC, continuous weight), td3_ua (TD3, continuous weight) "
+                   "(default full)")
     _add_train_options(p, parse_override, "RLIVUAConfig",
                        'gamma=0.8, lr=3e-4, towers=["follow","gift"]')
 
@@ -147,28 +149,35 @@ def _add_train_options(p, parse_override, config_name: str, examples: str) -> No
     p.add_argument("--quiet", action="store_true", help="no per-iteration lines")
 
 
+def _rliv_ua_preset(name: str):
+    """The training fields and config class of an ``--ablation`` name (variant or baseline)."""
+    from rliv_ray.algorithms.rliv_ua.config import PRESETS, RLIVUAConfig
+    from rliv_ray.algorithms.td3.config import TD3_PRESETS, TD3Config
+
+    presets = {**PRESETS, **TD3_PRESETS}
+    if name not in presets:
+        raise ValueError(f"unknown ablation '{name}' (choose from {sorted(presets)})")
+    return presets[name], TD3Config if name in TD3_PRESETS else RLIVUAConfig
+
+
 def _train_rliv_ua(args: argparse.Namespace, settings_for):
-    from rliv_ray.algorithms.rliv_ua.config import PRESETS
     from rliv_ray.algorithms.rliv_ua.train import train_rliv_ua
 
-    if args.ablation not in PRESETS:
-        raise ValueError(f"unknown ablation '{args.ablation}' (choose from {sorted(PRESETS)})")
-    return train_rliv_ua(args.samples, args.out, settings_for(PRESETS[args.ablation]),
+    fields, config_class = _rliv_ua_preset(args.ablation)
+    return train_rliv_ua(args.samples, args.out, settings_for(fields),
                          resume=args.resume, overwrite=args.overwrite,
-                         tracking_uri=args.tracking_uri)
+                         tracking_uri=args.tracking_uri, config_class=config_class)
 
 
 def _train_rliv_ua_online(args: argparse.Namespace, settings_for):
-    from rliv_ray.algorithms.rliv_ua.config import PRESETS
     from rliv_ray.algorithms.rliv_ua.online import OnlineSettings, train_online
 
-    if args.ablation not in PRESETS:
-        raise ValueError(f"unknown ablation '{args.ablation}' (choose from {sorted(PRESETS)})")
+    fields, config_class = _rliv_ua_preset(args.ablation)
     online = OnlineSettings(rounds=args.rounds, users_per_round=args.users_per_round,
                             epsilon=args.explore_epsilon)
-    record = train_online(args.world, args.out, settings_for(PRESETS[args.ablation]), online,
+    record = train_online(args.world, args.out, settings_for(fields), online,
                           resume=args.resume, overwrite=args.overwrite,
-                          tracking_uri=args.tracking_uri,
+                          tracking_uri=args.tracking_uri, config_class=config_class,
                           progress=(lambda _: None) if args.quiet else print)
     return json.loads((Path(args.out) / "model" / "train.json").read_text()) | {
         "rounds": record["rounds"]}

@@ -291,12 +291,16 @@ def _trace_inputs(net: RLIVUANetwork, n_towers: int) -> list[tuple[torch.Tensor,
 
 def export_scorer(net: RLIVUANetwork, path: str | os.PathLike, *, gamma: float,
                   grid: ActionGrid, serving_tower: str, epsilon: float,
-                  towers: tuple[str, ...] | None = None) -> Path:
+                  towers: tuple[str, ...] | None = None,
+                  scoring_module: nn.Module | None = None) -> Path:
     """Write ``net``'s serving Q of ``towers`` (default: all) as one TorchScript file, with the
     model's ``serving_tower`` and ``epsilon`` as the defaults of whoever serves it.
 
     See the module docstring for the format. The trace is checked against eager outputs at
-    other candidate counts and tower subsets, so no shape is baked in.
+    other candidate counts and tower subsets, so no shape is baked in. ``scoring_module``
+    replaces :class:`TowerQ` with another module of its signature over ``net`` (the TD3
+    baselines' nearest-grid-weight scores); ``net.spec`` then needs ``towers``, ``state_dim``,
+    ``gap_index`` and ``n_actions``.
     """
     _check_model(net, gamma, grid)
     towers = tuple(towers) if towers is not None else net.spec.towers
@@ -305,7 +309,7 @@ def export_scorer(net: RLIVUANetwork, path: str | os.PathLike, *, gamma: float,
                          f"{towers}")
     if not 0.0 <= epsilon <= 1.0:
         raise ValueError(f"epsilon must be in [0, 1], got {epsilon}")
-    module = TowerQ(net, gamma, towers)
+    module = scoring_module if scoring_module is not None else TowerQ(net, gamma, towers)
     examples = _trace_inputs(net, len(towers))
     was_training = net.training
     net.eval()

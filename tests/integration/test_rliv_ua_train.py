@@ -107,6 +107,32 @@ def test_exported_scorer_matches_the_rllib_module(ray4, shards, tmp_path, capsys
     assert np.all(np.diff(final) <= 0)
 
 
+def test_cql_baseline_trains_through_the_cli(ray4, shards, tmp_path):
+    """`rliv train rliv-ua SAMPLES --ablation cql`: a few updates, the penalty logged, a scorer
+    that serving loads."""
+    assert cli(shards, "--out", tmp_path / "cql", "--iterations", "1", "--ablation", "cql") == 0
+    report = json.loads((tmp_path / "cql" / "train.json").read_text())
+    assert report["config"]["cql_alpha"] == 1.0 and report["config"]["n_critics"] == 1
+    assert report["updates"] == 3 and np.isfinite(report["metrics"]["loss/cql/effective_view"])
+    scorer = load_scorer(report["scorer"], ServingConfig(top_k=5, epsilon=0.0))
+    assert scorer.q_values(7, np.arange(4), make_states(np.ones(4), np.random.default_rng(0))
+                           ).shape == (4, 5)
+
+
+def test_td3_bc_baseline_trains_through_the_cli(ray4, shards, tmp_path):
+    """`--ablation td3_bc`: TD3+BC with a continuous weight; its scorer serves grid weights."""
+    assert cli(shards, "--out", tmp_path / "td3", "--iterations", "1", "--ablation",
+               "td3_bc") == 0
+    report = json.loads((tmp_path / "td3" / "train.json").read_text())
+    assert report["config"]["bc_alpha"] == 2.5 and report["config"]["policy_delay"] == 2
+    assert report["updates"] == 3 and np.isfinite(report["metrics"]["loss/actor"])
+    assert load_module(report["checkpoint"]).spec.weights == ActionGrid().weights
+    scorer = load_scorer(report["scorer"], ServingConfig(top_k=5, epsilon=0.0))
+    ranking = scorer.rank(7, np.arange(4), make_states(np.ones(4), np.random.default_rng(0)),
+                          np.ones(4))
+    assert set(ranking.weights.tolist()) <= set(ActionGrid().weights)
+
+
 def test_nan_in_a_shard_names_the_column_and_row(ray4, tmp_path, capsys):
     table = sample_table(256)
     state = S.arrow_to_matrix(table[S.STATE])

@@ -52,6 +52,15 @@ def test_bad_world_setting_is_one_line(tmp_path, capsys):
     assert not (tmp_path / "w").exists()
 
 
+def test_unknown_rliv_ua_preset_lists_the_choices(tmp_path, capsys):
+    args = ["train", "rliv-ua", str(tmp_path), "--out", str(tmp_path / "o"), "--ablation"]
+    assert main([*args, "bogus"]) == EXIT_USAGE
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("rliv train: error: unknown ablation 'bogus' (choose from [")
+    assert "'cql', 'dqn', 'full'" in err and "\n" not in err
+    assert not (tmp_path / "o").exists()
+
+
 def test_interrupted_generate_leaves_nothing(tmp_path, monkeypatch, capsys):
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt

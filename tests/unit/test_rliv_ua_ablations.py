@@ -148,9 +148,12 @@ def test_prelearner_without_the_config_fields_is_an_error(sources):
 
 
 @pytest.mark.parametrize("source", sorted(SOURCES))
-def test_dqn_baseline_is_one_critic_on_the_summed_reward(sources, source):
+@pytest.mark.parametrize(("name", "cql_alpha"), [("dqn", 0.0), ("cql", 1.0)])
+def test_dqn_and_cql_baselines_are_one_critic_on_the_summed_reward(sources, source, name,
+                                                                   cql_alpha):
     directory, table = sources[source]
-    config = preset_config(directory, "dqn")
+    config = preset_config(directory, name)
+    assert config.cql_alpha == cql_alpha
     arrays = config.prelearner_class(config=config)(table)
     summed = sum(table[S.reward_column(label)].to_numpy() for label in S.LABELS)
     np.testing.assert_allclose(arrays[f"default_policy/{S.reward_column(S.EFFECTIVE_VIEW)}"],

@@ -30,6 +30,7 @@ def test_defaults_follow_table_3():
     ({"gap_index": 3, "gamma": 1.0}, "gamma must be in"),
     ({"gap_index": 3, "action_weights": (0.0, 0.0, 1.0)}, "strictly increasing"),
     ({"gap_index": 3, "action_c": -2.0}, "c \\+ a\\*w must be > 0"),
+    ({"gap_index": 3, "cql_alpha": -0.5}, "cql_alpha must be >= 0, got -0.5"),
 ])
 def test_bad_fields_are_named(fields, message):
     errors = RLIVUAConfig().training(**fields).field_errors()

@@ -11,6 +11,7 @@ from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME
 
 from rliv_ray import schema as S
 from rliv_ray.algorithms.common.offline import TARGET_UPDATES
+from rliv_ray.algorithms.rliv_ua.config import PRESETS
 from rliv_ray.algorithms.rliv_ua.train import TrainSettings, build_config
 from rliv_ray.offline.shards import inspect_shards
 from tests.sampleshards import sample_table
@@ -21,9 +22,9 @@ SMALL = {"target_update": "hard", "target_update_interval": INTERVAL, "hidden": 
 
 
 @pytest.fixture(scope="module")
-def shards(tmp_path_factory):
-    """64 rows whose four towers have different random rewards: (config, learner batch,
-    rewards per label as written)."""
+def shard_dir(tmp_path_factory):
+    """64 rows whose four towers have different random rewards: (directory, table, rewards
+    per label as written)."""
     table = sample_table(64, seed=2)
     rng = np.random.default_rng(2)
     rewards = {label: ((t + 1) * rng.random(64)).astype(np.float32)
@@ -33,10 +34,20 @@ def shards(tmp_path_factory):
         table = table.set_column(index, table.schema.field(index), pa.array(reward))
     directory = tmp_path_factory.mktemp("shards")
     pq.write_table(table, directory / "part-00000.parquet")
-    config = build_config(inspect_shards(directory), TrainSettings(training=SMALL))
+    return directory, table, rewards
+
+
+def learner_columns(config, table) -> dict[str, np.ndarray]:
     arrays = config.prelearner_class(config=config)(table)
-    columns = {key.split("/", 1)[1]: value for key, value in arrays.items()}
-    return config, columns, rewards
+    return {key.split("/", 1)[1]: value for key, value in arrays.items()}
+
+
+@pytest.fixture(scope="module")
+def shards(shard_dir):
+    """(config, learner batch, rewards per label as written)."""
+    directory, table, rewards = shard_dir
+    config = build_config(inspect_shards(directory), TrainSettings(training=SMALL))
+    return config, learner_columns(config, table), rewards
 
 
 def update(learner, columns) -> dict:
@@ -100,3 +111,31 @@ def test_resumed_learner_copies_the_target_at_the_same_update(shards, tmp_path):
     assert target_is_online(resumed)
     update(resumed, columns)
     assert not target_is_online(resumed)
+
+
+def test_cql_loss_is_the_dqn_loss_plus_the_penalty(shard_dir):
+    """The cql preset reaches the learner: with the same weights and batch its loss is dqn's
+    plus cql_alpha * mean_b(logsumexp_a Q(s_b, a) - Q(s_b, a_b)), recomputed in NumPy."""
+    directory, table, _ = shard_dir
+    info = inspect_shards(directory)
+    learners, losses = {}, {}
+    for name in ("dqn", "cql"):
+        config = build_config(info, TrainSettings(training={**SMALL, **PRESETS[name]}))
+        learners[name] = config.build_learner()
+    assert config.cql_alpha == 1.0
+    cql, dqn = (learners[name].module[DEFAULT_POLICY_ID] for name in ("cql", "dqn"))
+    dqn.load_state_dict(cql.state_dict())
+    columns = learner_columns(config, table)
+    with torch.no_grad():
+        q = cql.net(torch.from_numpy(columns[S.USER_ID]), torch.from_numpy(columns[S.AUTHOR_ID]),
+                    torch.from_numpy(columns["obs"])).q(config.gamma)[0, 0].double().numpy()
+    rows = np.arange(len(q))
+    penalty = (np.log(np.exp(q).sum(axis=1)) - q[rows, columns["actions"]]).mean()
+    for name, learner in learners.items():
+        losses[name] = update(learner, columns)
+    assert losses["cql"]["loss/cql/effective_view"] == pytest.approx(penalty, rel=1e-5)
+    assert "loss/cql/effective_view" not in losses["dqn"]
+    assert losses["cql"]["loss/total"] - losses["dqn"]["loss/total"] == \
+        pytest.approx(config.cql_alpha * penalty, rel=1e-4)
+    assert losses["cql"]["loss/td/effective_view"] == \
+        pytest.approx(losses["dqn"]["loss/td/effective_view"], rel=1e-6)

@@ -6,6 +6,7 @@ import torch
 
 from rliv_ray.algorithms.rliv_ua.losses import (
     clipped_double_q,
+    conservative_penalty,
     double_dqn_target,
     gift_assistance_loss,
     plain_q_loss,
@@ -78,3 +79,29 @@ def test_total_loss_sums_towers_and_assistance():
     b = plain_q_loss(torch.tensor([[2.0]]), torch.tensor([0.0]))
     assert total_loss({"click": a, "follow": b}).item() == pytest.approx(5.0)
     assert total_loss({"click": a}, torch.tensor(0.5)).item() == pytest.approx(1.5)
+
+
+def test_conservative_penalty_by_hand():
+    # K = 2 critics, B = 2 rows, A = 3 actions; logged actions 0 and 2.
+    q = torch.tensor([[[0.0, 1.0, 2.0], [1.0, 1.0, 1.0]],
+                      [[3.0, 0.0, 0.0], [0.0, 0.0, 0.0]]])
+    actions = torch.tensor([0, 2])
+    lse = np.log(np.exp(q.numpy()).sum(axis=-1))  # (K, B)
+    logged = np.array([[0.0, 1.0], [3.0, 0.0]])
+    expected = (lse - logged).mean(axis=1).sum()  # mean over rows, sum over critics
+    assert conservative_penalty(q, actions).item() == pytest.approx(expected, rel=1e-6)
+    # Q equal over the grid: logsumexp - Q = log A per row, whatever the value
+    flat = torch.full((1, 4, 5), 7.0)
+    assert conservative_penalty(flat, torch.zeros(4, dtype=torch.long)).item() == \
+        pytest.approx(np.log(5.0))
+
+
+def test_conservative_penalty_pushes_unlogged_actions_down():
+    """Gradient descent on the penalty lowers Q of every action the log did not take and
+    raises the logged one: d P / d Q(s, a) = softmax(Q)(a) - 1[a = a_logged]."""
+    q = torch.tensor([[[0.5, -1.0, 2.0, 0.0]]], requires_grad=True)  # (K=1, B=1, A=4)
+    conservative_penalty(q, torch.tensor([1])).backward()
+    grad = q.grad[0, 0].numpy()
+    softmax = np.exp([0.5, -1.0, 2.0, 0.0]) / np.exp([0.5, -1.0, 2.0, 0.0]).sum()
+    np.testing.assert_allclose(grad, softmax - np.eye(4)[1], rtol=1e-6)
+    assert grad[1] < 0 and np.all(np.delete(grad, 1) > 0)  # a step -lr*grad: logged up, rest down

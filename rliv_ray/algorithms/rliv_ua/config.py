@@ -43,6 +43,7 @@ RLIV_DEFAULTS: dict[str, Any] = {
     "action_b": 1.0,
     "epsilon": 0.1,  # per-candidate exploration when serving (2.1(f) [I])
     "serving_tower": EFFECTIVE_VIEW,  # 2.1(h2): effective view offline, follow/gift online
+    "cql_alpha": 0.0,  # weight of the CQL(H) penalty (the CQL baseline); 0: off
 }
 ABLATIONS: dict[str, dict[str, Any]] = {
     "full": {},
@@ -53,12 +54,16 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "wo_al_sl": {"gift_assist": False, "supervised_split": False},
     "wo_asa": {"next_state": "stitched"},
 }
+_DQN = {"towers": (EFFECTIVE_VIEW,), "n_critics": 1, "supervised_split": False,
+        "gift_assist": False, "reward": "summed"}
 BASELINES: dict[str, dict[str, Any]] = {
     # Table 1's DQN (EQUATIONS 2.1(o): [40] is Double DQN): one network, one critic, no R/T
     # split, trained on the summed reward; its single tower is named effective_view only
     # because serving reads that tower.
-    "dqn": {"towers": (EFFECTIVE_VIEW,), "n_critics": 1, "supervised_split": False,
-            "gift_assist": False, "reward": "summed"},
+    "dqn": _DQN,
+    # Table 1's CQL (discrete; the one baseline trained purely from the log, 2.1(o)): the dqn
+    # preset plus cql_alpha * CQL(H) (Kumar et al. 2020). alpha = 1.0 is our choice [I].
+    "cql": {**_DQN, "cql_alpha": 1.0},
 }
 PRESETS: dict[str, dict[str, Any]] = {**ABLATIONS, **BASELINES}
 """What ``rliv train rliv-ua --ablation NAME`` accepts."""
@@ -86,6 +91,9 @@ def resolve_gift_assist(training: dict[str, Any], labels: tuple[str, ...]) -> bo
 
 class RLIVUAConfig(ValidatedConfig):
     """Offline RLIV-UA: Adam, gamma 0.9, tau 0.005, lr 1e-3, batch 1024 (Table 3)."""
+
+    FIELDS: tuple[str, ...] = (*NETWORK_DEFAULTS, *RLIV_DEFAULTS)
+    """The fields ``training()`` accepts beyond RLlib's, and ``train.json`` reports."""
 
     def __init__(self, algo_class=None):
         from rliv_ray.algorithms.rliv_ua.algorithm import RLIVUA
@@ -137,6 +145,14 @@ class RLIVUAConfig(ValidatedConfig):
 
         return RLIVUALearner
 
+    def export_module(self, module, path):
+        """The trained module as a serving file (rliv_ray/serving.py), with this config's
+        serving tower and epsilon as its serving defaults."""
+        from rliv_ray.serving import export_scorer
+
+        return export_scorer(module.net, path, gamma=self.gamma, grid=self.action_grid,
+                             serving_tower=self.serving_tower, epsilon=self.epsilon)
+
     def field_errors(self) -> list[str]:
         """What is wrong with the RLIV-UA fields (empty when valid); plain, without Ray."""
         errors = []
@@ -167,6 +183,8 @@ class RLIVUAConfig(ValidatedConfig):
             errors.append(f"next_state must be 'asa' or 'stitched', got '{self.next_state}'")
         if not 0.0 <= self.gamma < 1.0:
             errors.append(f"gamma must be in [0, 1), got {self.gamma}")
+        if not self.cql_alpha >= 0.0:
+            errors.append(f"cql_alpha must be >= 0, got {self.cql_alpha}")
         if not 0.0 <= self.epsilon <= 1.0:
             errors.append(f"epsilon must be in [0, 1], got {self.epsilon}")
         if self.n_critics < 1 or any(h < 1 for h in self.hidden) or not self.hidden:

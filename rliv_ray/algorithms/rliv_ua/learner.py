@@ -49,7 +49,7 @@ class RLIVUALearner(TargetUpdatingLearner):
             self.id_targets[module_id].catch_up(batch)
         next_target = module.forward_target(batch)[NEXT_HEADS]
         loss, metrics = loss_from_heads(fwd_out[HEADS], fwd_out[NEXT_HEADS], next_target, batch,
-                                        module.spec.towers, config.gamma)
+                                        module.spec.towers, config.gamma, config.cql_alpha)
         self.metrics.log_dict(metrics, key=module_id,
                               window=config.dataset_num_iters_per_learner or 1)
         return loss

@@ -42,10 +42,12 @@ class TowerLoss:
     reward: torch.Tensor  # MSE(R_hat(s, a), r)
     td: torch.Tensor  # sum_k MSE(Q^k(s, a), y)
     q: torch.Tensor  # (K, B) Q^k(s, a) as used in the TD term
+    conservative: torch.Tensor | None = None  # cql_alpha * P (CQL baseline), None when off
 
     @property
     def total(self) -> torch.Tensor:
-        return self.reward + self.td
+        total = self.reward + self.td
+        return total if self.conservative is None else total + self.conservative
 
 
 def reward_residual_loss(reward_hat: torch.Tensor, residual: torch.Tensor,
@@ -66,6 +68,21 @@ def plain_q_loss(q: torch.Tensor, target: torch.Tensor) -> TowerLoss:
     """The w/o-SL ablation: sum_k MSE(Q^k(s, a), y) with no reward/residual split (Eq. 10)."""
     td = sum(F.mse_loss(q_k, target) for q_k in q)
     return TowerLoss(torch.zeros((), dtype=q.dtype), td, q)
+
+
+def conservative_penalty(q_all: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    """CQL(H) for discrete actions (Kumar et al. 2020, Eq. 4; EQUATIONS 2.1(o)):
+
+        P = sum_k mean_b [ logsumexp_a Q^k(s_b, a) - Q^k(s_b, a_b) ]
+
+    ``q_all`` (K, B, A) holds every critic's Q over the grid, ``actions`` (B,) the logged
+    actions. Minimising P lowers the soft maximum over all actions and raises the logged
+    action's Q, so actions the log never took are pushed down. Summed over critics like the
+    TD term (one penalty per Q network); the learner adds ``cql_alpha * P``.
+    """
+    index = actions.view(1, -1, 1).expand(q_all.shape[0], -1, 1)  # (K, B, 1)
+    logged = q_all.gather(-1, index).squeeze(-1)  # (K, B)
+    return (torch.logsumexp(q_all, dim=-1) - logged).mean(dim=-1).sum()
 
 
 def gift_assistance_loss(logit: torch.Tensor, gift: torch.Tensor) -> torch.Tensor:

@@ -78,6 +78,16 @@ def sized_id_buckets(distinct_ids: int, rows_per_id: int, cap: int) -> int:
     return min(cap, 1 << max(0, rows_per_id * max(1, distinct_ids) - 1).bit_length())
 
 
+def gap_buckets(state: torch.Tensor, gap_index: int, max_bucket: int) -> torch.Tensor:
+    """(B, d) states -> (B,) buckets: 0 for a first contact, else 1 + floor(log2 Delta) capped
+    at ``max_bucket`` (as ``mdp.state``); log1p(Delta) sits at ``gap_index``, the first-contact
+    flag after it."""
+    gap = torch.expm1(state[:, gap_index]).round().clamp(min=1.0)
+    bucket = (1 + torch.floor(torch.log2(gap))).clamp(max=max_bucket).long()
+    first = state[:, gap_index + 1] > 0.5
+    return torch.where(first, torch.zeros_like(bucket), bucket)
+
+
 @dataclass(frozen=True)
 class Heads:
     """Network outputs for a batch of B interactions over A actions."""
@@ -115,11 +125,7 @@ class RLIVUANetwork(nn.Module):
         return {S.USER_ID: self.user, S.AUTHOR_ID: self.author}
 
     def gap_bucket(self, state: torch.Tensor) -> torch.Tensor:
-        """0 for a first contact, else 1 + floor(log2 Delta) capped (as ``mdp.state``)."""
-        gap = torch.expm1(state[:, self.spec.gap_index]).round().clamp(min=1.0)
-        bucket = (1 + torch.floor(torch.log2(gap))).clamp(max=self.spec.max_gap_bucket).long()
-        first = state[:, self.spec.gap_index + 1] > 0.5
-        return torch.where(first, torch.zeros_like(bucket), bucket)
+        return gap_buckets(state, self.spec.gap_index, self.spec.max_gap_bucket)
 
     def embed(self, user_id: torch.Tensor, author_id: torch.Tensor,
               state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

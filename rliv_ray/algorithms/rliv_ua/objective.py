@@ -8,11 +8,14 @@ bare-torch baseline) without Ray.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 from rliv_ray import schema as S
 from rliv_ray.algorithms.rliv_ua.losses import (
     TowerLoss,
+    conservative_penalty,
     double_dqn_target,
     gift_assistance_loss,
     plain_q_loss,
@@ -37,24 +40,35 @@ def forward_heads(net: RLIVUANetwork, batch: dict[str, torch.Tensor],
 
 
 def rliv_ua_loss(net: RLIVUANetwork, target: RLIVUANetwork, batch: dict[str, torch.Tensor],
-                 gamma: float) -> tuple[torch.Tensor, dict[str, float]]:
+                 gamma: float, cql_alpha: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
     """Total loss L (Eq. 15) and its metrics, running both networks on the batch."""
     out = forward_heads(net, batch)
     with torch.no_grad():
         next_online = forward_heads(net, batch, NEXT_OBS)
         next_target = forward_heads(target, batch, NEXT_OBS)
-    return loss_from_heads(out, next_online, next_target, batch, net.spec.towers, gamma)
+    return loss_from_heads(out, next_online, next_target, batch, net.spec.towers, gamma,
+                           cql_alpha)
+
+
+def td_q_values(out: Heads, gamma: float) -> torch.Tensor:
+    """Q^k over the whole grid as the TD term sees it, (T, K, B, A): sg(R_hat) + gamma * T_hat
+    (R_hat learns from the reward alone, Eq. 14), or the heads themselves w/o SL."""
+    if out.reward_hat is None:
+        return out.residual
+    return out.reward_hat.detach() + gamma * out.residual
 
 
 def loss_from_heads(out: Heads, next_online: Heads, next_target: Heads,
                     batch: dict[str, torch.Tensor], labels: tuple[str, ...],
-                    gamma: float) -> tuple[torch.Tensor, dict[str, float]]:
+                    gamma: float, cql_alpha: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
     """Total loss L (Eq. 15) and its metrics: per tower the TD and reward losses, the mean and
     spread of Q(s, a) and the mean absolute TD error |Q - y|, plus the assistance loss.
 
     ``out`` are the online heads on s (with gradients), ``next_online`` and ``next_target``
     the online and target heads on s' (no gradients): the learner's forward pass computes the
-    first two, so that multi-learner (DDP) training sees every online forward.
+    first two, so that multi-learner (DDP) training sees every online forward. ``cql_alpha``
+    > 0 adds the CQL baseline's ``cql_alpha * conservative_penalty`` to every tower, on the Q
+    values of :func:`td_q_values`.
     """
     next_q_online, next_q_target = next_online.q(gamma), next_target.q(gamma)  # (T, K, B, A)
     actions = batch[ACTIONS].long()
@@ -75,6 +89,9 @@ def loss_from_heads(out: Heads, next_online: Heads, next_target: Heads,
                      for k in range(residual.shape[0])]
             towers[label] = TowerLoss(sum(p.reward for p in parts), sum(p.td for p in parts),
                                       torch.cat([p.q for p in parts]))
+        if cql_alpha > 0:
+            penalty = cql_alpha * conservative_penalty(td_q_values(out, gamma)[t], actions)
+            towers[label] = replace(towers[label], conservative=penalty)
     assist = None
     if out.gift_logit is not None:
         assist = gift_assistance_loss(out.gift_logit, batch[S.reward_column(S.GIFT)])
@@ -85,6 +102,9 @@ def loss_from_heads(out: Heads, next_online: Heads, next_target: Heads,
         names += [f"loss/td/{label}", f"loss/reward/{label}", f"q/mean/{label}",
                   f"q/std/{label}", f"td/abs/{label}"]
         values += [tower.td, tower.reward, q.mean(), q.std(), (q - targets[label]).abs().mean()]
+        if tower.conservative is not None:
+            names.append(f"loss/cql/{label}")
+            values.append(tower.conservative)
     if assist is not None:
         names.append("loss/assist")
         values.append(assist)

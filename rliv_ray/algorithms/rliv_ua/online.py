@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 
 from rliv_ray import schema as S
 from rliv_ray.algorithms.common.driver import TrainSettings
+from rliv_ray.algorithms.rliv_ua.config import RLIVUAConfig
 from rliv_ray.algorithms.rliv_ua.train import SCORER_FILE, train_rliv_ua
 from rliv_ray.data import io
 from rliv_ray.data.ua_config import UAWorldConfig
@@ -78,8 +79,10 @@ def world_of(path: str | Path) -> UAWorldConfig:
 
 def train_online(world_dir: str | Path, out: str | Path, settings: TrainSettings,
                  online: OnlineSettings, *, resume: bool = False, overwrite: bool = False,
-                 tracking_uri: str | None = None, progress=print) -> dict:
-    """Run the rounds (module docstring); returns what OUT/online.json holds."""
+                 tracking_uri: str | None = None, config_class: type = RLIVUAConfig,
+                 progress=print) -> dict:
+    """Run the rounds (module docstring); returns what OUT/online.json holds. ``config_class``
+    is RLIVUAConfig or a baseline's config on the same samples (TD3Config)."""
     world, out = world_of(world_dir), Path(out)
     if world.n_users * (online.rounds + 1) > 1 << 24:
         raise ValueError(f"{online.rounds} rounds of {world.n_users} users exceed the 2**24 "
@@ -97,7 +100,8 @@ def train_online(world_dir: str | Path, out: str | Path, settings: TrainSettings
             out / "samples", out / "model",
             dataclasses.replace(settings, loop=dataclasses.replace(
                 settings.loop, iterations=per_round * (r + 1))),
-            resume=r > 0, overwrite=r == 0, tracking_uri=tracking_uri)
+            resume=r > 0, overwrite=r == 0, tracking_uri=tracking_uri,
+            config_class=config_class)
         kept = out / "rounds" / f"{r:03d}"
         kept.mkdir(parents=True, exist_ok=True)
         shutil.copy2(out / "model" / SCORER_FILE, kept / SCORER_FILE)

@@ -25,7 +25,7 @@ from rliv_ray.algorithms.common.driver import (
     settings_params,
     with_offline_data,
 )
-from rliv_ray.algorithms.rliv_ua.config import NETWORK_DEFAULTS, RLIV_DEFAULTS, RLIVUAConfig
+from rliv_ray.algorithms.rliv_ua.config import RLIVUAConfig
 from rliv_ray.algorithms.rliv_ua.network import sized_id_buckets
 from rliv_ray.offline.shards import ShardInfo, distinct_ids, inspect_shards
 
@@ -34,8 +34,10 @@ REPORT_FILE = "train.json"
 __all__ = ["TrainSettings", "build_config", "export_checkpoint", "load_module", "train_rliv_ua"]
 
 
-def build_config(info: ShardInfo, settings: TrainSettings) -> RLIVUAConfig:
+def build_config(info: ShardInfo, settings: TrainSettings,
+                 config_class: type[RLIVUAConfig] = RLIVUAConfig) -> RLIVUAConfig:
     """The RLlib config for these shards: spaces, towers and gap index from their metadata.
+    ``config_class`` may be a subclass on the same samples (the TD3 baselines' TD3Config).
 
     The towers default to the shards' labels (a source without gifts trains no gift tower);
     gift assistance is decided after the ablation preset is merged (:func:`resolve_gift_assist`).
@@ -49,7 +51,7 @@ def build_config(info: ShardInfo, settings: TrainSettings) -> RLIVUAConfig:
         raise ValueError(f"towers {absent} have no reward in these samples (labels: "
                          f"{info.labels})")
     training["gift_assist"] = resolve_gift_assist(training, info.labels)
-    config = RLIVUAConfig().training(**training)
+    config = config_class().training(**training)
     errors = config.field_errors()
     if errors:
         raise ValueError("; ".join(errors))
@@ -64,13 +66,14 @@ def build_config(info: ShardInfo, settings: TrainSettings) -> RLIVUAConfig:
 
 def train_rliv_ua(samples: str | Path, out: str | Path, settings: TrainSettings, *,
                   resume: bool = False, overwrite: bool = False,
-                  tracking_uri: str | None = None) -> dict[str, Any]:
+                  tracking_uri: str | None = None,
+                  config_class: type[RLIVUAConfig] = RLIVUAConfig) -> dict[str, Any]:
     """Train, checkpoint and export; returns the report also written to OUT/train.json."""
     out = Path(out)
     info = inspect_shards(samples, next_state=settings.training.get("next_state", "asa"))
     start = prepare_out(out, resume=resume, overwrite=overwrite)
     settings = remember_training(out, settings, start)
-    config = build_config(info, settings)
+    config = build_config(info, settings, config_class)
     params = {"samples": str(Path(samples).resolve()), "rows": info.rows,
               "settings": settings_params(settings), "config": _config_fields(config)}
     result = run_training(
@@ -86,13 +89,9 @@ def train_rliv_ua(samples: str | Path, out: str | Path, settings: TrainSettings,
 def export_checkpoint(checkpoint: str | Path, path: str | Path, config: RLIVUAConfig) -> Path:
     """Export a checkpoint's network to a file that scores with plain torch (serving.py), with
     the config's serving tower and epsilon as its serving defaults."""
-    from rliv_ray.serving import export_scorer
-
-    module = load_module(checkpoint)
-    return export_scorer(module.net, path, gamma=config.gamma, grid=config.action_grid,
-                         serving_tower=config.serving_tower, epsilon=config.epsilon)
+    return config.export_module(load_module(checkpoint), path)
 
 
 def _config_fields(config: RLIVUAConfig) -> dict[str, Any]:
-    names = (*NETWORK_DEFAULTS, *RLIV_DEFAULTS, "gamma", "lr", "train_batch_size_per_learner")
+    names = (*config.FIELDS, "gamma", "lr", "train_batch_size_per_learner")
     return plain({name: getattr(config, name) for name in names})

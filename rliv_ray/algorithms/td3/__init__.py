@@ -1,0 +1,1 @@
+"""TD3 and TD3+BC on the SCRI-MDP with a continuous ranking weight (Table 1 baselines)."""
