@@ -18,7 +18,9 @@ TINY = ["--iterations", "1", "--updates-per-iteration", "3", "--users-per-round"
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     out = tmp_path_factory.mktemp("online") / "world"
-    assert main(["generate", str(out), "--users", "30", "--days", "2", "--quiet"]) == 0
+    # Fewer authors than users, so the users' id table sets the size and new ids would grow it
+    assert main(["generate", str(out), "--users", "30", "--days", "2", "--set", "n_authors=20",
+                 "--set", "pool_size=20", "--quiet"]) == 0
     return out
 
 
@@ -38,6 +40,8 @@ def test_rounds_append_exploring_rollouts_under_fresh_ids_and_resume(world, tmp_
     # epsilon 0.2 per candidate over 5 weights: 0.2/5 + 0.8 for the greedy weight, else 0.04
     probs = {round(float(p), 4) for p in rollout[S.BEHAVIOR_PROB].to_numpy()}
     assert probs == {0.84, 0.04}
+    config = json.loads((out / "model" / "train.json").read_text())["config"]
+    assert config["id_buckets"] == 512  # 30 users x 16 rows, kept as round 1 adds 8 users
     assert (out / "rounds" / "000" / "scorer.pt").exists()
     assert (out / "rounds" / "001" / "scorer.pt").exists()
     assert main(["validate", str(out / "log"), "--quiet"]) == 0

@@ -39,7 +39,7 @@ import pyarrow.parquet as pq
 from rliv_ray import schema as S
 from rliv_ray.algorithms.common.driver import TrainSettings
 from rliv_ray.algorithms.rliv_ua.config import RLIVUAConfig
-from rliv_ray.algorithms.rliv_ua.train import SCORER_FILE, train_rliv_ua
+from rliv_ray.algorithms.rliv_ua.train import REPORT_FILE, SCORER_FILE, train_rliv_ua
 from rliv_ray.data import io
 from rliv_ray.data.ua_config import UAWorldConfig
 from rliv_ray.data.ua_generate import bucket_tables
@@ -98,8 +98,9 @@ def train_online(world_dir: str | Path, out: str | Path, settings: TrainSettings
         samples = _build_samples(world, out, settings.seed)
         report = train_rliv_ua(
             out / "samples", out / "model",
-            dataclasses.replace(settings, loop=dataclasses.replace(
-                settings.loop, iterations=per_round * (r + 1))),
+            dataclasses.replace(_keep_tables(out, settings) if r else settings,
+                                loop=dataclasses.replace(settings.loop,
+                                                         iterations=per_round * (r + 1))),
             resume=r > 0, overwrite=r == 0, tracking_uri=tracking_uri,
             config_class=config_class)
         kept = out / "rounds" / f"{r:03d}"
@@ -112,6 +113,14 @@ def train_online(world_dir: str | Path, out: str | Path, settings: TrainSettings
         (out / ONLINE_FILE).write_text(json.dumps(record, indent=2, default=str) + "\n")
         progress(_describe(figures))
     return record
+
+
+def _keep_tables(out: Path, settings: TrainSettings) -> TrainSettings:
+    """Later rounds keep round 0's id-table size: a checkpoint's tables cannot grow, and each
+    round adds user ids (they hash into the same rows)."""
+    config = json.loads((out / "model" / REPORT_FILE).read_text())["config"]
+    return dataclasses.replace(settings, training={**settings.training, "id_rows_per_id": 0,
+                                                   "id_buckets": config["id_buckets"]})
 
 
 def _start(world_dir, out: Path, online: OnlineSettings, *, resume: bool,
