@@ -14,15 +14,18 @@ ones (EQUATIONS.md 1.5), so only the policies' decisions and the users' paths va
 The policies, all with latent knowledge:
 
 * immediate oracle: inject iff g = E[T^l] - beta E[T^v / n] > 0 (the best rule for gamma = 0);
-* myopic threshold: inject iff g > m, m tuned on separate seeds (``tune_seeds``);
-* long-horizon oracle: inject iff g - gamma (1 - P(click)) P(leave | unwanted, s) V > 0, its V
-  tuned on the same separate seeds;
+* myopic threshold: inject iff g > m, m tuned on separate seeds (``tune_seeds``) over a grid
+  that includes negative m (inject at a loss now);
+* long-horizon oracle: inject iff g - gamma (1 - P(click)) P(leave | unwanted, s) V
+  + gamma P(click) potential(s) W > 0, V and W tuned on the same separate seeds (a law that
+  is off is not tuned: V = 0 or W = 0);
 * never: the reference of the video-time cost (Eq. 5 alone makes a lost user free, so the
   video watch time a policy costs is reported beside J).
 
-Every policy runs on the same evaluation seeds (same population and random stream per seed);
-margins are paired per seed with 95% Student-t intervals. The check passes when the lower end
-of the oracle's margin over both myopic rules is above zero.
+Every policy runs on the same evaluation seeds (same population per seed, and common random
+numbers per (user, request index): RequestDraws); margins are paired per seed with 95%
+Student-t intervals. The check passes when the lower end of the oracle's margin over both
+myopic rules is above zero.
 """
 
 from __future__ import annotations
@@ -59,10 +62,13 @@ class LiveCheckSettings:
     gamma: float = 0.9
     discount: str = "request"
     """``request``: gamma on every transition; ``session``: only into a new session."""
-    margins_s: tuple[float, ...] = (0.0, 5.0, 10.0, 20.0, 40.0)
-    """Thresholds m tried for the myopic rule (seconds of expected reward)."""
+    margins_s: tuple[float, ...] = (-20.0, -10.0, -5.0, 0.0, 5.0, 10.0, 20.0, 40.0)
+    """Thresholds m tried for the myopic rule (seconds of expected reward); negative ones
+    inject at a loss now, as a rule that banks on the future would."""
     future_values_s: tuple[float, ...] = (25.0, 50.0, 100.0, 200.0, 400.0)
-    """Values V of a lost user's future tried for the long-horizon oracle."""
+    """Values V of a lost user's future tried for the long-horizon oracle (leave law on)."""
+    potential_values_s: tuple[float, ...] = (25.0, 50.0, 100.0, 200.0, 400.0)
+    """Values W of a unit of unlocked affinity tried for the oracle (potential law on)."""
 
     def __post_init__(self) -> None:
         if self.users < 1 or self.tune_seeds < 1:
@@ -74,8 +80,9 @@ class LiveCheckSettings:
             raise ValueError(f"gamma must be in [0, 1), got {self.gamma}")
         if self.discount not in DISCOUNTS:
             raise ValueError(f"discount must be one of {DISCOUNTS}, got {self.discount!r}")
-        if not self.margins_s or not self.future_values_s:
-            raise ValueError("margins_s and future_values_s must not be empty")
+        if not self.margins_s or not self.future_values_s or not self.potential_values_s:
+            raise ValueError("margins_s, future_values_s and potential_values_s must not be "
+                             "empty")
 
 
 def policy_objectives(config: LiveWorldConfig, policy: LivePolicy, users: int, seed: int,
@@ -118,8 +125,12 @@ def check_live_world(config: LiveWorldConfig, s: LiveCheckSettings = LiveCheckSe
     JSON-ready dict; ``passed`` says whether the oracle beats both myopic rules."""
     beta, gamma = config.beta, s.gamma
     m = _tune(config, s, lambda v: OraclePolicy(beta, v), s.margins_s)
-    v = _tune(config, s, lambda x: LookaheadOracle(beta, gamma, x), s.future_values_s)
-    policies = {ORACLE: (LookaheadOracle(beta, gamma, v), f"V = {v:g} s"),
+    # a law that is off makes its grid flat: skip it (V = 0, W = 0)
+    v = _tune(config, s, lambda x: LookaheadOracle(beta, gamma, x), s.future_values_s
+              ) if config.leave_rate > 0 else 0.0
+    w = _tune(config, s, lambda x: LookaheadOracle(beta, gamma, v, x), s.potential_values_s
+              ) if config.potential_gain > 0 and max(config.potential_shares) > 0 else 0.0
+    policies = {ORACLE: (LookaheadOracle(beta, gamma, v, w), f"V = {v:g} s, W = {w:g} s"),
                 IMMEDIATE: (OraclePolicy(beta), "m = 0 s"),
                 MYOPIC: (OraclePolicy(beta, m), f"m = {m:g} s"),
                 NEVER: (AlwaysPolicy(0.0), "")}
@@ -148,7 +159,7 @@ def check_live_world(config: LiveWorldConfig, s: LiveCheckSettings = LiveCheckSe
     passed = all(by_name[n]["oracle_margin"] - by_name[n]["oracle_margin_ci95"] > 0
                  for n in (IMMEDIATE, MYOPIC))
     return {"settings": dataclasses.asdict(s), "seeds": seeds, "tuned_margin_s": m,
-            "tuned_future_value_s": v, "rows": rows, "passed": passed,
+            "tuned_future_value_s": v, "tuned_potential_value_s": w, "rows": rows, "passed": passed,
             "world": config.to_dict()}
 
 

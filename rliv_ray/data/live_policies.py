@@ -27,6 +27,7 @@ from rliv_ray.data.live_world import (
     LIVE_FEATURE_NAMES,
     TRUE_CLICK_PROB,
     TRUE_LEAVE_PROB,
+    TRUE_POTENTIAL,
     USER_FEATURE_NAMES,
     LivePolicy,
 )
@@ -105,25 +106,30 @@ def expected_gain(obs: dict[str, np.ndarray], beta: float) -> np.ndarray:
 
 @dataclass(frozen=True)
 class LookaheadOracle:
-    """Long-horizon oracle: the immediate gain minus what the insert risks for the future,
+    """Long-horizon oracle: the immediate gain plus what the insert does to the future,
 
         Q(s, 1) - Q(s, 0) ~= g(s) - gamma * (1 - P(click | s)) * P(leave | unwanted, s) * V
+                                  + gamma * P(click | s) * potential(s) * W
 
-    and inject iff that exceeds ``margin_s``. g = E[T^l] - beta * E[T^v / n], P(click) and
-    P(leave) are the world's true values for this request (P(leave) rises with the session's
-    earlier unwanted inserts and is larger for casual users than for fans: the state the
-    immediate reward does not show); V (``future_value_s``) is what a user who leaves would
-    have earned under the trained discount, a constant the check tunes on its own seeds.
+    and inject iff that exceeds ``margin_s``. g = E[T^l] - beta * E[T^v / n]; P(click),
+    P(leave) and the user's potential not yet unlocked (a first live click unlocks it) are the
+    world's true values for this request: the state the immediate reward does not show
+    (P(leave) rises with the session's earlier unwanted inserts and is larger for casual users
+    than for fans; the potential is hidden affinity). V (``future_value_s``) is what a user
+    who leaves would have earned under the trained discount, W (``potential_value_s``) what one
+    unit of unlocked affinity earns; both are constants the check tunes on its own seeds.
     """
 
     beta: float
     gamma: float = 0.9
     future_value_s: float = 100.0
+    potential_value_s: float = 0.0
     margin_s: float = 0.0
 
     def inject_probability(self, obs: dict[str, np.ndarray]) -> np.ndarray:
         risk = (1 - obs[TRUE_CLICK_PROB]) * obs[TRUE_LEAVE_PROB] * self.future_value_s
-        value = expected_gain(obs, self.beta) - self.gamma * risk
+        unlock = obs[TRUE_CLICK_PROB] * obs[TRUE_POTENTIAL] * self.potential_value_s
+        value = expected_gain(obs, self.beta) + self.gamma * (unlock - risk)
         return (value > self.margin_s).astype(np.float64)
 
 

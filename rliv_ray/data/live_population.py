@@ -10,7 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.special import ndtri
 
+from rliv_ray.data.io import mix64
 from rliv_ray.data.live_config import LiveWorldConfig
 
 DAY_MS, HOUR_MS = 86_400_000, 3_600_000
@@ -37,6 +39,40 @@ def draw_popular(table: np.ndarray, rng: np.random.Generator, shape) -> np.ndarr
     return table[rng.integers(0, len(table), shape)].astype(np.int64)
 
 
+def popular_from_uniforms(table: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """Ids drawn by popularity from a quantile table at uniforms ``u`` in (0, 1), int64."""
+    return table[(u * len(table)).astype(np.int64)].astype(np.int64)
+
+
+_DRAW_STRIDE = 256  # draws one purpose may take per request
+
+
+class RequestDraws:
+    """Counter-based random numbers of one step's requests (common random numbers).
+
+    Draw j of purpose p for a user's request is a hash of (key, global user id, the user's
+    request index, p, j), never the position of a shared stream: a user's draws at their t-th
+    request are the same whichever policy runs and whichever other users are active, so paired
+    differences between policies keep only the noise of the paths the policies take.
+    """
+
+    def __init__(self, key: int, users: np.ndarray, request_idx: np.ndarray):
+        user_hash = mix64(np.asarray(users, np.int64), key)
+        self._base = mix64(user_hash ^ np.asarray(request_idx, np.int64).view(np.uint64))
+
+    def uniform(self, purpose: int, k: int | None = None) -> np.ndarray:
+        """Uniforms in (0, 1): (A,) with ``k=None``, else (A, k)."""
+        if purpose < 0 or (k or 1) > _DRAW_STRIDE:
+            raise ValueError(f"purpose must be >= 0 and k <= {_DRAW_STRIDE}, got {purpose}, {k}")
+        slot = np.uint64(purpose * _DRAW_STRIDE) + np.arange(k or 1, dtype=np.uint64)
+        h = mix64(self._base[:, None] + slot)
+        u = ((h >> np.uint64(11)).astype(np.float64) + 0.5) * 2.0**-53
+        return u[:, 0] if k is None else u
+
+    def normal(self, purpose: int, k: int | None = None) -> np.ndarray:
+        return ndtri(self.uniform(purpose, k))
+
+
 @dataclass(frozen=True)
 class LivePopulation:
     """Latent and observable traits of users, live streams and videos; a deterministic function
@@ -56,6 +92,7 @@ class LivePopulation:
     video_category: np.ndarray  # (V,)
     video_quality: np.ndarray  # (V,)
     video_table: np.ndarray  # popularity quantile table of video ids
+    potential: np.ndarray  # (U,) latent affinity a first good live experience unlocks
 
     @classmethod
     def build(cls, c: LiveWorldConfig) -> LivePopulation:
@@ -83,14 +120,21 @@ class LivePopulation:
             live_category / max(n_c - 1, 1),
         ])
         _, video_table = _zipf(rng, c.n_videos, c.video_popularity_exponent)
+        # a stream of its own, so a world without potential keeps its population
+        has_potential = _rng(c, 1).random(n_u) < np.asarray(c.potential_shares)[component]
         return cls(activity, affinity, taste, engagement, static.astype(np.float32),
                    live_category, live_quality, live_table, start_h, hours,
                    live_static.astype(np.float32), rng.integers(0, n_c, c.n_videos),
-                   rng.standard_normal(c.n_videos), video_table)
+                   rng.standard_normal(c.n_videos), video_table,
+                   c.potential_gain * has_potential)
 
     def pick_videos(self, rng: np.random.Generator, users: np.ndarray, k: int) -> np.ndarray:
         """``k`` videos per user: each the user's favourite of VIDEO_DRAWS popular ones, (A, k)."""
-        draws = draw_popular(self.video_table, rng, (len(users), k, VIDEO_DRAWS))
+        return self.videos_from_uniforms(users, rng.random((len(users), k, VIDEO_DRAWS)))
+
+    def videos_from_uniforms(self, users: np.ndarray, u: np.ndarray) -> np.ndarray:
+        """:meth:`pick_videos` at uniforms ``u`` of shape (A, k, VIDEO_DRAWS)."""
+        draws = popular_from_uniforms(self.video_table, u)
         taste = self.taste[users[:, None, None], self.video_category[draws]]
         best = np.argmax(taste, axis=2)[..., None]
         return np.take_along_axis(draws, best, axis=2)[..., 0]

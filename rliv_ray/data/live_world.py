@@ -5,7 +5,7 @@ request per active user per step) under any :class:`LivePolicy` and returns ever
 columns of NumPy arrays. The laws are documented on
 :class:`~rliv_ray.data.live_config.LiveWorldConfig`; who the users, live streams and videos are
 is in :mod:`~rliv_ray.data.live_population`, the reference policies are in
-:mod:`~rliv_ray.data.live_policies`. Three facts a reader of the log needs:
+:mod:`~rliv_ray.data.live_policies`. Four facts a reader of the log needs:
 
 * when no live stream is on air for a request (low supply at night) it gets ``live_id = -1``,
   zero live features, and action 0 with propensity 1, whatever the policy says;
@@ -14,7 +14,10 @@ is in :mod:`~rliv_ray.data.live_population`, the reference policies are in
   before the log starts are drawn from the user's latent affinity (warm-up), so activity groups
   are meaningful from day 0;
 * histories hold the last ``history_length`` live streams the user clicked and videos the user
-  was served, most recent first, padded with -1.
+  was served, most recent first, padded with -1;
+* every draw after the users' schedules and warm-up is counter-based per (user, request index)
+  (:class:`~rliv_ray.data.live_population.RequestDraws`): two policies run with the same rng
+  meet the same randomness at each user's t-th request (common random numbers).
 """
 
 from __future__ import annotations
@@ -23,16 +26,27 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
-from scipy.special import ndtr
+from scipy.stats import poisson
 
 from rliv_ray import schema as S
 from rliv_ray.data.live_config import LiveWorldConfig
 from rliv_ray.data.live_population import (
     DAY_MS,
     HOUR_MS,
+    VIDEO_DRAWS,
     LivePopulation,
+    RequestDraws,
     draw_popular,
+    popular_from_uniforms,
     session_starts,
+)
+from rliv_ray.data.live_response import (
+    capped_lognormal_mean,
+    clicked_watch,
+    expected_live_watch,
+    leave_probability,
+    logit,
+    sigmoid,
 )
 
 WATCH_WINDOW_DAYS = 21  # the "past 3 weeks" of LIVE_WATCH_3W_S
@@ -57,31 +71,12 @@ TRUE_LEAVE_PROB = "true_leave_prob"
 """Oracle-only observation key: P(the user leaves for good | this request's insert is unwanted)."""
 TRUE_BASE_AFFINITY = "true_base_affinity"
 """Oracle-only observation key: the user's latent base live affinity (before any drift)."""
+TRUE_POTENTIAL = "true_potential"
+"""Oracle-only observation key: the user's hidden potential not yet unlocked."""
 
-
-def _sigmoid(x):
-    return 1.0 / (1.0 + np.exp(-x))
-
-
-def _logit(p: float) -> float:
-    return float(np.log(p / (1 - p)))
-
-
-def leave_probability(c: LiveWorldConfig, base_affinity: np.ndarray,
-                      earlier_unwanted: np.ndarray) -> np.ndarray:
-    """P(the user leaves for the rest of the horizon | an unwanted insert now), from the user's
-    base affinity and the unwanted inserts earlier in the session; zeros when leave_rate = 0."""
-    if c.leave_rate == 0:
-        return np.zeros(len(base_affinity))
-    return _sigmoid(_logit(c.leave_rate) + c.k_leave_repeat * earlier_unwanted
-                    - c.k_leave_affinity * base_affinity)
-
-
-def capped_lognormal_mean(mu, sigma, cap):
-    """E[min(X, cap)] for log X ~ N(mu, sigma^2), elementwise."""
-    log_cap = np.log(cap)
-    body = np.exp(mu + sigma**2 / 2) * ndtr((log_cap - mu - sigma**2) / sigma)
-    return body + cap * (1.0 - ndtr((log_cap - mu) / sigma))
+# purposes of the per-request draws (RequestDraws)
+(_CANDIDATES, _RANKER, _N_VIDEOS, _VIDEOS, _ACTION, _CLICK, _LONG, _WATCH, _VIDEO_T, _LEAVE,
+ _THINK, _QUIT, _SKIP) = range(13)
 
 
 class LivePolicy(Protocol):
@@ -112,6 +107,8 @@ class _Users:
     live_ptr: np.ndarray
     video_hist: np.ndarray
     video_ptr: np.ndarray
+    potential: np.ndarray  # (U,) hidden potential not yet unlocked
+    key: int  # of the per-request draws
 
     @classmethod
     def build(cls, c: LiveWorldConfig, pop: LivePopulation, users: np.ndarray,
@@ -127,8 +124,10 @@ class _Users:
                  zeros(), zeros(), zeros(np.float64), first.copy(),
                  np.zeros((n, WATCH_WINDOW_DAYS)), np.full((n, WATCH_WINDOW_DAYS), _NO_DAY),
                  np.full((n, L), S.HISTORY_PAD, np.int32), zeros(),
-                 pop.pick_videos(rng, users, L).astype(np.int32), zeros())
+                 pop.pick_videos(rng, users, L).astype(np.int32), zeros(),
+                 pop.potential[users].copy(), 0)
         _warm_up(c, pop, users, st, rng)
+        st.key = int(rng.integers(0, 2**62))
         return st
 
     def active(self) -> np.ndarray:
@@ -167,7 +166,7 @@ def _warm_up(c: LiveWorldConfig, pop: LivePopulation, users: np.ndarray, st: _Us
              rng: np.random.Generator) -> None:
     """The 21 days before the log: live clicks drawn from the latent affinity at the historical
     injection rate fill the 3-week watch time and the live history."""
-    p_click = _sigmoid(c.live_click_bias + pop.base_affinity[users] + c.k_live_taste)
+    p_click = sigmoid(c.live_click_bias + pop.base_affinity[users] + c.k_live_taste)
     requests = WATCH_WINDOW_DAYS * pop.activity[users] / c.quit_rate
     clicks = rng.poisson(requests * c.warmup_inject_rate * p_click)
     owner = np.repeat(np.arange(len(users)), clicks)
@@ -177,7 +176,7 @@ def _warm_up(c: LiveWorldConfig, pop: LivePopulation, users: np.ndarray, st: _Us
     live = draws[np.arange(len(owner)), np.argmax(taste, axis=1)]
     m = (pop.base_affinity[users[owner]] + c.k_live_taste * taste.max(axis=1)
          + c.k_live_quality * pop.live_quality[live])
-    seconds = _clicked_watch(c, m, rng)
+    seconds = clicked_watch(c, m, rng.random(len(m)), rng.standard_normal(len(m)))
     past = np.arange(-WATCH_WINDOW_DAYS, 0)
     st.watch_day[:, past % WATCH_WINDOW_DAYS] = past
     np.add.at(st.watch_sum, (owner, day % WATCH_WINDOW_DAYS), seconds)
@@ -189,26 +188,6 @@ def _warm_up(c: LiveWorldConfig, pop: LivePopulation, users: np.ndarray, st: _Us
     keep = from_end < L
     st.live_hist[owner[keep], (kept[owner] - 1 - from_end)[keep]] = live[keep]
     st.live_ptr[:] = kept % L
-
-
-def _clicked_watch(c: LiveWorldConfig, m: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """T^l of clicked live streams: a lognormal mixture (short / long stays), capped."""
-    long = rng.random(len(m)) < _sigmoid(c.live_long_bias + c.k_live_long * m)
-    median = np.where(long, c.live_long_median_s, c.live_short_median_s)
-    sigma = np.where(long, c.live_long_sigma, c.live_short_sigma)
-    log_t = np.log(median) + c.k_live_duration * m + sigma * rng.standard_normal(len(m))
-    return np.minimum(np.exp(log_t), c.live_watch_cap_s)
-
-
-def expected_live_watch(c: LiveWorldConfig, m: np.ndarray) -> np.ndarray:
-    """E[T^l | a = 1] at match m: P(click) times the capped mixture mean."""
-    p_long = _sigmoid(c.live_long_bias + c.k_live_long * m)
-    shift = c.k_live_duration * m
-    long = capped_lognormal_mean(np.log(c.live_long_median_s) + shift, c.live_long_sigma,
-                                 c.live_watch_cap_s)
-    short = capped_lognormal_mean(np.log(c.live_short_median_s) + shift, c.live_short_sigma,
-                                  c.live_watch_cap_s)
-    return _sigmoid(c.live_click_bias + m) * (p_long * long + (1 - p_long) * short)
 
 
 @dataclass
@@ -235,7 +214,8 @@ def simulate_live_users(c: LiveWorldConfig, pop: LivePopulation, users: np.ndarr
     st = _Users.build(c, pop, users, rng)
     chunks: list[dict[str, np.ndarray]] = []
     while len(act := st.active()):
-        chunks.append(_step(c, pop, users, st, act, policy, rng, light))
+        draws = RequestDraws(st.key, users[act], st.request_idx[act])
+        chunks.append(_step(c, pop, users, st, act, policy, draws, light))
     columns = {}
     for key in list(chunks[0]) if chunks else ():  # column by column: frees the steps' parts
         columns[key] = np.concatenate([chunk.pop(key) for chunk in chunks])
@@ -255,14 +235,14 @@ class _Request:
 
 
 def _propose(c: LiveWorldConfig, pop: LivePopulation, u: np.ndarray, hour: np.ndarray,
-             alpha: np.ndarray, rng: np.random.Generator) -> _Request:
+             alpha: np.ndarray, draws: RequestDraws) -> _Request:
     n = len(u)
-    cand = draw_popular(pop.live_table, rng, (n, c.live_candidates))
+    cand = popular_from_uniforms(pop.live_table, draws.uniform(_CANDIDATES, c.live_candidates))
     since = (hour[:, None] - pop.live_start_h[cand]) % 24  # hours since the broadcast started
     on_air = since < pop.live_hours[cand]
     taste = pop.taste[u[:, None], pop.live_category[cand]]
     score = (c.k_live_taste * taste + c.k_live_quality * pop.live_quality[cand]
-             + c.live_ranker_noise * rng.standard_normal(cand.shape))
+             + c.live_ranker_noise * draws.normal(_RANKER, c.live_candidates))
     best = np.argmax(np.where(on_air, score, -np.inf), axis=1)
     has = on_air.any(axis=1)
     row = np.arange(n)
@@ -274,9 +254,12 @@ def _propose(c: LiveWorldConfig, pop: LivePopulation, u: np.ndarray, hour: np.nd
     features = np.column_stack([pop.live_static[pick], since[row, best], score[row, best]])
     features[~has] = 0.0
 
-    extra = rng.poisson(c.videos_mean - c.videos_min, n)
+    extra_cdf = poisson.cdf(np.arange(c.videos_max), c.videos_mean - c.videos_min)
+    extra = np.searchsorted(extra_cdf, draws.uniform(_N_VIDEOS))
     n0 = np.clip(c.videos_min + extra, c.videos_min, c.videos_max)
-    videos = pop.pick_videos(rng, u, int(n0.max()))
+    k = int(n0.max())
+    videos = pop.videos_from_uniforms(
+        u, draws.uniform(_VIDEOS, k * VIDEO_DRAWS).reshape(n, k, VIDEO_DRAWS))
     video_mu = (np.log(c.video_median_s) + pop.engagement[u][:, None]
                 + c.k_video_taste * pop.taste[u[:, None], pop.video_category[videos]]
                 + c.k_video_quality * pop.video_quality[videos])
@@ -307,47 +290,49 @@ def _observation(c, pop, u, st: _Users, act, now, hour, req: _Request, alpha) ->
         S.LIVE_WATCH_3W_S: st.watch_3w(act, (now - c.start_ms) // DAY_MS).astype(np.float32),
         S.TRUE_LIVE_AFFINITY: alpha,
         TRUE_BASE_AFFINITY: pop.base_affinity[u],
-        TRUE_CLICK_PROB: np.where(has, _sigmoid(c.live_click_bias + req.match), 0.0),
+        TRUE_CLICK_PROB: np.where(has, sigmoid(c.live_click_bias + req.match), 0.0),
         TRUE_LEAVE_PROB: leave_probability(c, pop.base_affinity[u], st.session_unwanted[act]),
+        TRUE_POTENTIAL: st.potential[act].copy(),
         S.TRUE_EXPECTED_LIVE_WATCH_S: np.where(has, expected_live_watch(c, req.match), 0.0),
         S.TRUE_EXPECTED_VIDEO_WATCH_PER_VIDEO_S: (per_video * kept).sum(1) / kept.sum(1),
     }
 
 
 def _act(policy: LivePolicy, obs: dict, has: np.ndarray,
-         rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+         draws: RequestDraws) -> tuple[np.ndarray, np.ndarray]:
     """Sample a ~ policy where a live stream is on air (else a = 0 with propensity 1)."""
     p = np.asarray(policy.inject_probability(obs), dtype=np.float64)
     if p.shape != has.shape or not np.all((p >= 0) & (p <= 1)):
         raise ValueError(f"{type(policy).__name__}.inject_probability must return {has.shape} "
                          f"probabilities in [0, 1], got shape {p.shape}")
     p = np.where(has, p, 0.0)
-    action = rng.random(len(p)) < p
+    action = draws.uniform(_ACTION) < p
     return action, np.where(action, p, 1.0 - p)
 
 
-def _step(c: LiveWorldConfig, pop: LivePopulation, users, st: _Users, act, policy, rng,
-          light: bool) -> dict:
+def _step(c: LiveWorldConfig, pop: LivePopulation, users, st: _Users, act, policy,
+          draws: RequestDraws, light: bool) -> dict:
     """One request per active user: proposals, decision, responses, state updates."""
     u, now = users[act], st.clock[act].copy()
     hour = ((now - c.start_ms) % DAY_MS) / HOUR_MS
     st.drift[act] *= np.exp2(-(now - st.drift_ms[act]) / (c.drift_half_life_days * DAY_MS))
     st.drift_ms[act] = now
-    alpha = pop.base_affinity[u] + st.drift[act]
-    req = _propose(c, pop, u, hour, alpha, rng)
+    alpha = pop.base_affinity[u] + (pop.potential[u] - st.potential[act]) + st.drift[act]
+    req = _propose(c, pop, u, hour, alpha, draws)
     obs = _observation(c, pop, u, st, act, now, hour, req, alpha)
-    action, prob = _act(policy, obs, req.live >= 0, rng)
-    click = action & (rng.random(len(act)) < _sigmoid(c.live_click_bias + req.match))
-    live_watch = np.where(click, _clicked_watch(c, req.match, rng), 0.0)
+    action, prob = _act(policy, obs, req.live >= 0, draws)
+    click = action & (draws.uniform(_CLICK) < sigmoid(c.live_click_bias + req.match))
+    watch = clicked_watch(c, req.match, draws.uniform(_LONG), draws.normal(_WATCH))
+    live_watch = np.where(click, watch, 0.0)
     n = req.n0 - action
-    watched = np.arange(req.videos.shape[1]) < n[:, None]
-    video_t = np.exp(req.video_mu + c.video_sigma * rng.standard_normal(req.video_mu.shape))
+    k = req.videos.shape[1]
+    watched = np.arange(k) < n[:, None]
+    video_t = np.exp(req.video_mu + c.video_sigma * draws.normal(_VIDEO_T, k))
     video_watch = (np.minimum(video_t, c.video_watch_cap_s) * watched).sum(axis=1)
     unwanted = action & ~click
-    leave = np.zeros(len(act), dtype=bool)
-    if c.leave_rate:  # no draw when the law is off: the random stream stays as it was
-        leave = unwanted & (rng.random(len(act)) < obs[TRUE_LEAVE_PROB])
-    end = _update(c, st, act, now, req, n, click, unwanted, leave, live_watch, video_watch, rng)
+    leave = unwanted & (draws.uniform(_LEAVE) < obs[TRUE_LEAVE_PROB])
+    end = _update(c, st, act, now, req, n, click, unwanted, leave, live_watch, video_watch,
+                  draws)
     out = {name: obs[name] for name in S.LIVE_LOG_COLUMNS if name in obs}
     if light:
         for name in (S.USER_FEATURES, S.LIVE_FEATURES, S.LIVE_HISTORY, S.VIDEO_HISTORY):
@@ -367,29 +352,30 @@ def _step(c: LiveWorldConfig, pop: LivePopulation, users, st: _Users, act, polic
 
 
 def _update(c: LiveWorldConfig, st: _Users, act, now, req: _Request, n, click, unwanted, leave,
-            live_watch, video_watch, rng) -> np.ndarray:
+            live_watch, video_watch, draws: RequestDraws) -> np.ndarray:
     """Histories, 3-week watch time, drift, counters, clocks and session ends (``leave``: the
     user's last request); returns the session-end flags."""
     _push(st.live_hist, st.live_ptr, act, req.live[:, None], click.astype(np.int64))
     _push(st.video_hist, st.video_ptr, act, req.videos, n)
     st.add_watch(act, (now - c.start_ms) // DAY_MS, live_watch)
     good = click & (live_watch >= c.good_watch_s)
+    st.potential[act[click]] = 0.0  # unlocked by a first live click: alpha keeps it
     drift = st.drift[act] + c.gain_good * good - c.loss_unwanted * unwanted
     st.drift[act] = np.clip(drift, -c.drift_max, c.drift_max)
-    p_quit = _sigmoid(_logit(c.quit_rate) + c.k_quit_unwanted * unwanted
+    p_quit = sigmoid(logit(c.quit_rate) + c.k_quit_unwanted * unwanted
                       + c.k_quit_fatigue * st.session_inserts[act])
     st.request_idx[act] += 1
     st.session_requests[act] += 1
     st.session_inserts[act] += n < req.n0  # an insert took a video slot
     st.session_unwanted[act] += unwanted
     st.live_clicks[act] += click
-    think = rng.exponential(c.think_time_s, len(act))
+    think = -c.think_time_s * np.log(draws.uniform(_THINK))
     st.clock[act] += ((video_watch + live_watch + think) * 1000.0).astype(np.int64) + 1
-    end = (rng.random(len(act)) < p_quit) | (st.session_requests[act] >= c.max_session_requests)
+    end = (draws.uniform(_QUIT) < p_quit) | (st.session_requests[act] >= c.max_session_requests)
     end |= leave
     ending = act[end]
-    p_skip = _sigmoid(_logit(c.skip_rate) - c.k_return * st.drift[ending])
-    st.session[ending] += 1 + (rng.random(len(ending)) < p_skip)
+    p_skip = sigmoid(logit(c.skip_rate) - c.k_return * st.drift[ending])
+    st.session[ending] += 1 + (draws.uniform(_SKIP)[end] < p_skip)
     st.session[act[leave]] = st.offsets[1:][act[leave]]  # no further sessions
     for counter in (st.session_requests, st.session_inserts, st.session_unwanted):
         counter[ending] = 0
