@@ -106,26 +106,16 @@ def simulate_learned(sim: LearnedSimulator, users: np.ndarray, policy: Policy,
 
 
 def _step(sim: LearnedSimulator, users, st: _State, act, policy, rng, n_cand, grid) -> dict:
-    rp, nets, facts = sim.replay, sim.nets, sim.facts
+    rp, facts = sim.replay, sim.facts
     n = min(n_cand, st.author.shape[1])
     rows = act[:, None]
     keys = np.where(st.valid[act], rng.random((len(act), st.author.shape[1])), 2.0)
     slots = np.argpartition(keys, n - 1, axis=1)[:, :n]  # (A, N)
     valid = st.valid[rows, slots]
     state = _states(rp, users, st, act, slots)
-    a, _, d = state.shape
-    s = nets.norm(torch.from_numpy(state.reshape(-1, d)))
-    if facts.has_rank_score:
-        noise = sim.residuals[rng.integers(0, len(sim.residuals), a * n)]
-        rho = nets.ranker(s)[:, 0] + torch.from_numpy(noise)
-    else:
-        rho = nets.respond(s, torch.zeros(a * n))[0][:, 0]
-    logits, w0, w1 = nets.respond(s, rho)
-    probs = torch.sigmoid(logits).numpy().reshape(a, n, -1) * np.asarray(facts.present_labels)
-    probs[..., 1] = np.minimum(probs[..., 1], probs[..., 0])  # effective view <= click
-    probs[..., 2:] = np.minimum(probs[..., 2:], probs[..., 1:2])  # follow, gift <= eff. view
-    probs *= valid[..., None]
-    rank_score = np.where(valid, torch.sigmoid(rho).numpy().reshape(a, n), 0.0)
+    a = len(act)
+    resp = _Response.of(sim, state, valid, rng)
+    probs, rank_score = resp.probs, resp.rank_score
     counts = st.counts[rows, slots]
     nan = np.full((a, n), np.nan)
     cand = Candidates(rank_score, counts[..., 0], counts[..., 1], counts[..., 3], nan, nan,
@@ -143,11 +133,13 @@ def _step(sim: LearnedSimulator, users, st: _State, act, policy, rng, n_cand, gr
     row_of = np.repeat(np.arange(a), k)
     labels = draw_labels(rng, *(pick(probs[..., i]) for i in range(4)))
     click = torch.from_numpy(labels[S.CLICK].astype(bool))
-    watch = torch.where(click, w1[flat], w0[flat]).clamp_min(0).numpy()
+    watch = torch.where(click, resp.watch_click[flat], resp.watch_no_click[flat])
+    watch = watch.clamp_min(0).numpy()
     label_matrix = torch.from_numpy(np.column_stack([labels[c] for c in S.LABELS]).astype(
         np.float32))
     position = torch.from_numpy(st.session_requests[act][row_of].astype(np.float32))
-    p_quit = torch.sigmoid(nets.quit_logit(s[flat], rho[flat], label_matrix, position)).numpy()
+    p_quit = torch.sigmoid(sim.nets.quit_logit(resp.s[flat], resp.rho[flat], label_matrix,
+                                               position)).numpy()
     u_rows, u_slots = act[row_of], pick(slots)
     ts = st.clock_ms[u_rows]
     out = {
@@ -163,6 +155,39 @@ def _step(sim: LearnedSimulator, users, st: _State, act, policy, rng, n_cand, gr
     _update(st, u_rows, u_slots, ts, labels)
     _advance(sim, st, act, row_of, watch, p_quit, rng)
     return out
+
+
+@dataclass
+class _Response:
+    """What the fitted models say about every candidate of the step: (A * N,) tensors, and the
+    label probabilities (A, N, 4) and ranker scores (A, N) the policy sees (0 where invalid)."""
+
+    s: torch.Tensor  # normalised states
+    rho: torch.Tensor  # ranker logits
+    watch_no_click: torch.Tensor
+    watch_click: torch.Tensor
+    probs: np.ndarray
+    rank_score: np.ndarray
+
+    @classmethod
+    def of(cls, sim: LearnedSimulator, state: np.ndarray, valid: np.ndarray,
+           rng: np.random.Generator) -> _Response:
+        nets, facts = sim.nets, sim.facts
+        a, n, d = state.shape
+        s = nets.norm(torch.from_numpy(state.reshape(-1, d)))
+        if facts.has_rank_score:
+            noise = sim.residuals[rng.integers(0, len(sim.residuals), a * n)]
+            rho = nets.ranker(s)[:, 0] + torch.from_numpy(noise)
+        else:  # the response model's own click logit
+            rho = nets.respond(s, torch.zeros(a * n))[0][:, 0]
+        logits, w0, w1 = nets.respond(s, rho)
+        probs = torch.sigmoid(logits).numpy().reshape(a, n, -1) * np.asarray(
+            facts.present_labels)
+        probs[..., 1] = np.minimum(probs[..., 1], probs[..., 0])  # effective view <= click
+        probs[..., 2:] = np.minimum(probs[..., 2:], probs[..., 1:2])  # follow, gift <= eff. view
+        probs *= valid[..., None]
+        rank_score = np.where(valid, torch.sigmoid(rho).numpy().reshape(a, n), 0.0)
+        return cls(s, rho, w0, w1, probs, rank_score)
 
 
 def _states(rp, users, st: _State, act, slots) -> np.ndarray:
