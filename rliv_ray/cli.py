@@ -13,6 +13,7 @@
     rliv generate-live OUT                  synthetic live-stream allocation world -> OUT/log
     rliv build-live-samples LOGS OUT        4:1 user split, activity groups, SL-MGAC transitions
     rliv train sl-mgac SAMPLES --out DIR    SL-MGAC with RLlib: checkpoints, metrics, policy.pt
+    rliv ui [--tracking-uri URI]            browse the MLflow store in the MLflow UI (127.0.0.1)
 
 Errors are one line on stderr and a non-zero exit status; nothing partial is ever written.
 """
@@ -323,6 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
     from rliv_ray.cli_eval import add_eval_parsers
 
     add_eval_parsers(add, _parse_override)
+    from rliv_ray.cli_ui import add_ui_parsers
+
+    add_ui_parsers(add)
 
     p = add("convert-kuairand", cmd_convert_kuairand,
             "Convert the published KuaiRand CSV files (Pure, 1K or 27K) into the log schema, "
