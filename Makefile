@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 DEMO := demo_out
 DEMO_TRACKING := sqlite:///$(abspath $(DEMO))/mlflow.db
 
-.PHONY: demo test install lint bench-generate bench-samples bench-learners bench-peer clean
+.PHONY: demo test install chromium mlflow-ui lint bench-generate bench-samples bench-learners bench-peer clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,13 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Headless Chromium for the MLflow UI test (tests/integration/test_mlflow_ui.py); a no-op where
+# it is installed. Debian, as root: apt-get; elsewhere install chromium yourself.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; } || \
+		{ echo "make chromium: could not install Chromium; install it (e.g. apt-get install chromium) and rerun" >&2; exit 1; }
 
 # The main job end to end on the embedded synthetic world, tracked in a local MLflow store.
 demo: $(STAMP)
@@ -36,10 +43,15 @@ demo: $(STAMP)
 	$(RLIV) build-live-samples $(DEMO)/live $(DEMO)/live_samples --overwrite
 	$(RLIV) train sl-mgac $(DEMO)/live_samples --out $(DEMO)/sl_mgac --iterations 3 --updates-per-iteration 20 --checkpoint-every 3 --overwrite --tracking-uri $(DEMO_TRACKING)
 	$(RLIV) evaluate-ope $(DEMO)/live_samples $(DEMO)/sl_mgac --seeds 2 --out $(DEMO)/ope --tracking-uri $(DEMO_TRACKING)
-	@echo "MLflow store: $(DEMO_TRACKING)  (browse: $(VENV)/bin/mlflow ui --backend-store-uri $(DEMO_TRACKING))"
+	@echo "MLflow store: $(DEMO_TRACKING)  (browse: make mlflow-ui)"
+
+# The demo's runs in the MLflow UI on 127.0.0.1:5000 (PORT=...); Ctrl-C stops it.
+PORT ?= 5000
+mlflow-ui: $(STAMP)
+	$(RLIV) ui --tracking-uri $(DEMO_TRACKING) --port $(PORT)
 
 # The whole suite: unit, ray and slow tiers.
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(PY) -m pytest
 
 lint: $(STAMP)
