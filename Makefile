@@ -39,6 +39,8 @@ demo: $(STAMP)
 	$(RLIV) rerank $(DEMO)/rliv_ua/scorer.pt $(DEMO)/samples --top-k 10
 	$(RLIV) train rliv-ua $(DEMO)/samples --ablation dqn --out $(DEMO)/dqn --iterations 4 --updates-per-iteration 50 --checkpoint-every 4 --overwrite --quiet --tracking-uri $(DEMO_TRACKING)
 	$(RLIV) evaluate $(DEMO)/world --users 100 --seeds 3 --policy RankingModel --policy DQN=rliv:$(DEMO)/dqn --policy RLIV-UA=rliv:$(DEMO)/rliv_ua --out $(DEMO)/table1 --quiet --tracking-uri $(DEMO_TRACKING)
+	$(RLIV) fit-simulator $(DEMO)/world --out $(DEMO)/simulator --overwrite
+	$(RLIV) evaluate $(DEMO)/simulator --users 100 --seeds 2 --policy RankingModel --policy DQN=rliv:$(DEMO)/dqn --policy RLIV-UA=rliv:$(DEMO)/rliv_ua --out $(DEMO)/table1_simulator --quiet --tracking-uri $(DEMO_TRACKING)
 	$(RLIV) generate-live $(DEMO)/live --users 2000 --days 2 --seed 0 --overwrite
 	$(RLIV) build-live-samples $(DEMO)/live $(DEMO)/live_samples --overwrite
 	$(RLIV) train sl-mgac $(DEMO)/live_samples --out $(DEMO)/sl_mgac --iterations 3 --updates-per-iteration 20 --checkpoint-every 3 --overwrite --tracking-uri $(DEMO_TRACKING)
