@@ -105,5 +105,7 @@ def write_report(result: dict, out: Path, *, baseline: str, title: str) -> list[
     paths = [out / "table.md", out / "table.csv", out / "metrics.png"]
     paths[0].write_text("\n".join(md))
     write_csv(result, paths[1], baseline)
-    plot_metrics(result, (*TABLE1, *TABLE2, *other), paths[2], title)
+    known = tuple(m for m in (*TABLE1, *TABLE2, *other)  # a simulator has no UA count
+                  if all(np.isfinite(values[m]["mean"]) for values in result.values()))
+    plot_metrics(result, known, paths[2], title)
     return paths

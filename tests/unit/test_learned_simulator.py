@@ -113,11 +113,13 @@ def test_rollouts_are_reproducible_and_policies_differ(sim_dir):
         evaluate_policies(setup, ["Oracle"], progress=False)
 
 
-def test_cli_evaluates_in_a_simulator_and_refuses_the_oracle_in_one_line(sim_dir, capsys):
+def test_cli_evaluates_in_a_simulator_and_refuses_the_oracle_in_one_line(sim_dir, tmp_path,
+                                                                         capsys):
     sim = str(sim_dir / "sim")
     assert main(["evaluate", sim, "--seeds", "1", "--buckets", "1", "--policy",
-                 "RankingModel", "--policy", "Greedy", "--quiet"]) == 0
+                 "RankingModel", "--policy", "Greedy", "--out", str(tmp_path), "--quiet"]) == 0
     assert f"learned simulator {sim}" in capsys.readouterr().out
+    assert (tmp_path / "metrics.png").stat().st_size > 1000  # plotted without the NaN metric
     assert main(["evaluate", sim, "--seeds", "1", "--policy", "Oracle", "--policy",
                  "RankingModel", "--quiet"]) == EXIT_USAGE
     err = capsys.readouterr().err.strip()
