@@ -2,7 +2,8 @@
 
     python benchmarks/rliv_ua_world.py WORLD SAMPLES --out DIR \
         [--variants full wo_mt wo_mt_sl] [--train-seeds 0 1 2 ...] [--iterations 20] \
-        [--updates-per-iteration 100] [--eval-seeds 5] [--users N] [--best-value full ...]
+        [--updates-per-iteration 100] [--eval-seeds 5] [--users N] [--best-value full ...] \
+        [--train-only] [--reuse-eval DIR/world_result.json]
 
 For each variant (an ``rliv train rliv-ua --ablation`` preset) and training seed it runs
 ``rliv train rliv-ua`` (skipped when DIR/VARIANT_sSEED/scorer.pt exists, so an interrupted run
@@ -100,6 +101,26 @@ def render(result: dict, runs: dict, n_train: int, n_eval: int) -> str:
     return "\n".join(lines)
 
 
+def earlier_results(path: str, specs: list[str], args) -> dict:
+    """The results in an earlier DIR/world_result.json for the specs of this call, when that
+    run evaluated the same world, users and rollout seeds and no scorer changed since (a
+    policy's rollouts are then the same: common random numbers, deterministic policies)."""
+    earlier = json.loads(Path(path).read_text())
+    same = ("world", "users", "eval_seeds")
+    if any(earlier["args"][k] != vars(args)[k] for k in same):
+        raise SystemExit(f"{path} was evaluated with other {same}: "
+                         f"{ {k: earlier['args'][k] for k in same} }")
+    written = Path(path).stat().st_mtime
+    out = {}
+    for spec in specs:
+        scorer = Path(spec.removeprefix("rliv:").split("@")[0]) / "scorer.pt"
+        if spec in earlier["result"] and (not scorer.exists() or
+                                          scorer.stat().st_mtime < written):
+            out[spec] = earlier["result"][spec]
+    print(f"reusing {len(out)} of {len(specs)} evaluations from {path}", flush=True)
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("world")
@@ -114,6 +135,9 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--best-value", nargs="*", default=[], metavar="VARIANT")
     p.add_argument("--train-only", action="store_true", help="train the missing runs, then stop")
+    p.add_argument("--reuse-eval", metavar="JSON",
+                   help="an earlier world_result.json (same world, users, rollout seeds): "
+                        "policies evaluated there, whose scorers are older, are not rerun")
     args = p.parse_args()
     out = Path(args.out)
     runs = {v: [f"rliv:{out / f'{v}_s{s}'}" for s in args.train_seeds] for v in args.variants}
@@ -129,8 +153,11 @@ def main() -> None:
     world = UAWorldConfig.from_dict(io.read_manifest(args.world)["world"])
     setup = WorldEval(world, seeds=tuple(range(args.eval_seeds)), users=args.users)
     specs = [*REFERENCE, *(s for specs in runs.values() for s in specs)]
+    reused = earlier_results(args.reuse_eval, specs, args) if args.reuse_eval else {}
     began = time.perf_counter()
-    result = evaluate_policies(setup, specs, workers=args.workers, progress=False)
+    result = evaluate_policies(setup, [s for s in specs if s not in reused],
+                               workers=args.workers, progress=False)
+    result = {s: reused[s] if s in reused else result[s] for s in specs}
     eval_s = time.perf_counter() - began
     table = render(result, runs, len(args.train_seeds), args.eval_seeds)
     header = (f"{setup.n_users} users, {world.days} days; {args.iterations} x "

@@ -11,9 +11,20 @@ lr 1e-3, random minibatches, Polyak targets). Each trained network is served wit
 the true value of the same users run on-policy (``--eval-seeds`` runs, expected rewards).
 Reference rows: the logging policy (NCIS and truth) and the immediate-greedy oracle with the
 same epsilon (truth only; it reads the world's latent expectations). The "true - L2R" column
-is paired by seed (``--reference``).
+is paired by seed (``--reference``). ``--terminal`` and ``--discount`` set the samples' MDP and
+every method's TD target; ``--eval-gamma 0.9`` scores J (truth and estimates) under the trained
+objective, the one ``rliv check-live-world`` checks (default 1: undiscounted).
+
+Learning curves (``--curve-at 200,400,800``, on the first ``--curve-seeds`` seeds): each run is
+also scored at those updates (NCIS, per-decision NCIS, the truth with ``--curve-eval-seeds``
+runs); the mean curve per method, its stopping step (``convergence.stopping_step`` on the
+NCIS curve, which a user without the truth has; the truth's for comparison) go to table.json
+and curves.png.
 
     python benchmarks/sl_mgac_table.py --world-seed 0 --seeds 3 --out /tmp/sl_mgac_table
+    python benchmarks/sl_mgac_table.py --users 2000 --seeds 10 --methods SL-MGAC,L2R,DQN \
+        --updates 1200 --batch 512 --curve-at 200,400,800,1200 --curve-seeds 3 \
+        --eval-gamma 0.9 --per-decision --out /tmp/sl_mgac_main
     python benchmarks/sl_mgac_table.py --merge /tmp/run_a /tmp/run_b   # one table from two runs
 """
 
@@ -24,21 +35,33 @@ import copy
 import dataclasses
 import json
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import torch
 
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
 from rliv_ray import schema as S
+from rliv_ray.algorithms.common.convergence import stopping_step
 from rliv_ray.algorithms.sl_mgac.baselines import Method, method
 from rliv_ray.algorithms.sl_mgac.losses import ACTOR_LOSSES
 from rliv_ray.algorithms.sl_mgac.network import BIN_SOURCES, SLMGACNetwork, SLMGACSpec
-from rliv_ray.algorithms.sl_mgac.objective import SLMGACSettings, update_target
+from rliv_ray.algorithms.sl_mgac.objective import DISCOUNTS, SLMGACSettings, update_target
 from rliv_ray.data.live_config import LiveWorldConfig
 from rliv_ray.data.live_generate import bucket_table, live_log_schema_for_world
 from rliv_ray.data.live_policies import OraclePolicy, logging_policy
 from rliv_ray.data.live_population import LivePopulation
-from rliv_ray.data.live_samples import group_edges, live_samples, user_watch_3w
+from rliv_ray.data.live_samples import (
+    DEFAULT_TERMINAL,
+    TERMINAL_MODES,
+    group_edges,
+    live_samples,
+    user_watch_3w,
+)
 from rliv_ray.data.live_world import simulate_live_users
 from rliv_ray.ope.evaluate import EvalRow, NetworkPolicy, batch_from_table, evaluate
 from rliv_ray.ope.ncis import DEFAULT_KIND, KINDS
@@ -72,8 +95,12 @@ def logged_world(config: LiveWorldConfig, pop: LivePopulation):
 
 
 def train(m: Method, spec: SLMGACSpec, settings: SLMGACSettings, data: dict, *, updates: int,
-          batch_size: int, seed: int, log_every: int) -> tuple[SLMGACNetwork, list[dict]]:
-    """Adam on random minibatches of ``data`` (tensors of every sample); Polyak targets."""
+          batch_size: int, seed: int, log_every: int,
+          curve: Callable[[SLMGACNetwork, SLMGACNetwork | None], dict] | None = None,
+          curve_at: Sequence[int] = ()) -> tuple[SLMGACNetwork, list[dict]]:
+    """Adam on random minibatches of ``data`` (tensors of every sample); Polyak targets.
+    At each step of ``curve_at`` the history entry also holds ``curve(net, target)`` (called
+    in eval mode; training resumes in train mode)."""
     torch.manual_seed(seed)
     net = SLMGACNetwork(spec)
     target = copy.deepcopy(net).requires_grad_(False) if m.uses_target else None
@@ -90,8 +117,12 @@ def train(m: Method, spec: SLMGACSpec, settings: SLMGACSettings, data: dict, *, 
         opt.step()
         if target is not None:
             update_target(net, target, settings, step)
-        if step % log_every == 0 or step == updates:
-            history.append({"step": step, **metrics})
+        if step % log_every == 0 or step == updates or step in curve_at:
+            point = {"step": step, **metrics}
+            if curve is not None and step in curve_at:
+                point.update(curve(net.eval(), target))
+                net.train()
+            history.append(point)
     return net, history
 
 
@@ -111,7 +142,7 @@ def one_seed(args, seed: int, methods: list[str], results: dict, records: list) 
     log = logged_world(world, pop)
     train_log, test_log = split_table(log)
     edges = group_edges(user_watch_3w(train_log), args.groups)
-    samples = live_samples(train_log, groups=args.groups, edges=edges)
+    samples = live_samples(train_log, groups=args.groups, edges=edges, terminal=args.terminal)
     data = batch_from_table(samples, edges=edges)
     users = (np.unique(test_log[S.USER_ID].to_numpy()) if args.truth_users == "test"
              else np.arange(world.n_users))
@@ -119,9 +150,10 @@ def one_seed(args, seed: int, methods: list[str], results: dict, records: list) 
           f"{test_log.num_rows} test rows of {len(users)} users "
           f"({time.perf_counter() - started:.1f}s)", flush=True)
     eval_seeds = tuple(range(args.eval_seeds))
+    curve_seeds = tuple(range(args.curve_eval_seeds))
     common = {"world_config": world, "beta": world.beta, "seeds": eval_seeds, "users": users,
               "population": pop, "cap": args.cap, "n_bootstrap": args.bootstrap,
-              "kind": args.ncis_kind, "per_decision": args.per_decision}
+              "kind": args.ncis_kind, "per_decision": args.per_decision, "gamma": args.eval_gamma}
 
     def add(name: str, row: EvalRow, extra: dict) -> None:
         results.setdefault(name, []).append(row)
@@ -137,14 +169,25 @@ def one_seed(args, seed: int, methods: list[str], results: dict, records: list) 
                            live_dim=data[S.LIVE_FEATURES].shape[1], groups=args.groups,
                            bin_source=args.bin_source)
     base_settings = SLMGACSettings(beta=world.beta, reward_scale=args.reward_scale,
-                                   q_temperature=args.q_temperature,
+                                   q_temperature=args.q_temperature, discount=args.discount,
                                    actor_loss=args.actor_loss, **dict(args.setting))
     for name in methods:
         m = method(name)
         spec, settings = m.configure(base_spec, base_settings)
+
+        def curve(net: SLMGACNetwork, _target, m: Method = m) -> dict:
+            row = evaluate(NetworkPolicy(net, edges, epsilon=args.epsilon,
+                                         probability=m.probability),
+                           test_log=test_log, **{**common, "seeds": curve_seeds,
+                                                 "n_bootstrap": 0, "per_decision": True})
+            return {"ncis": row.ncis_value, "ncis_pd": row.ncis_per_decision.value,
+                    "true": row.true_value}
+
         t0 = time.perf_counter()
         net, history = train(m, spec, settings, data, updates=args.updates,
-                             batch_size=args.batch, seed=seed, log_every=args.log_every)
+                             batch_size=args.batch, seed=seed, log_every=args.log_every,
+                             curve=curve, curve_at=args.curve_at if seed < args.curve_seeds
+                             else ())
         train_s = time.perf_counter() - t0
         print(f"  {name:>22}  trained: {_short(history[-1])}", flush=True)
         policy = NetworkPolicy(net.eval(), edges, epsilon=args.epsilon, probability=m.probability)
@@ -211,6 +254,21 @@ def main() -> None:
     parser.add_argument("--truth-users", default="test", choices=("test", "all"),
                         help="users run on-policy for the true value (all: less noise, but "
                              "the training users too)")
+    parser.add_argument("--terminal", default=DEFAULT_TERMINAL, choices=TERMINAL_MODES,
+                        help="where the samples end an episode (live_samples)")
+    parser.add_argument("--discount", default=SETTINGS.discount, choices=DISCOUNTS,
+                        help="per-transition discount of every method's TD target")
+    parser.add_argument("--eval-gamma", type=float, default=1.0,
+                        help="discount per request of J, true and estimated (0.9: the trained "
+                             "objective that rliv check-live-world checks)")
+    parser.add_argument("--curve-at", type=lambda t: sorted({int(x) for x in t.split(",")}),
+                        default=[], metavar="STEPS",
+                        help="comma-separated updates at which to evaluate each run (NCIS, "
+                             "NCIS-PD and the truth) for its learning curve")
+    parser.add_argument("--curve-seeds", type=int, default=1_000_000,
+                        help="draw learning curves on the first N seeds only (default: all)")
+    parser.add_argument("--curve-eval-seeds", type=int, default=1,
+                        help="on-policy runs per learning-curve point")
     parser.add_argument("--cap", type=float, default=10.0, help="NCIS cap c")
     parser.add_argument("--ncis-kind", default=DEFAULT_KIND, choices=KINDS)
     parser.add_argument("--per-decision", action="store_true",
@@ -249,25 +307,72 @@ def main() -> None:
               f"batch {args.batch}, reward_scale {args.reward_scale}, "
               f"q_temperature {args.q_temperature}, actor_loss {args.actor_loss}, bin_source "
               f"{args.bin_source}, NCIS {args.ncis_kind} cap {args.cap}, epsilon "
-              f"{args.epsilon}, {args.eval_seeds} on-policy runs per policy, "
-              f"wall {wall:.0f}s")
+              f"{args.epsilon}, {args.eval_seeds} on-policy runs per policy, terminal "
+              f"{args.terminal}, discount {args.discount}, J discounted at {args.eval_gamma} "
+              f"per request, wall {wall:.0f}s")
     write(rows, header, args, {"settings": settings, "wall_s": wall}, records)
 
 
+def learning_curves(records: list[dict]) -> dict[str, dict]:
+    """Method -> steps, the mean of each curve (``ncis``, ``ncis_pd``, ``true``) over the seeds
+    that drew one, and the stopping step of each (``convergence.stopping_step``; the table is
+    fair when it is made at or after every method's NCIS stopping step)."""
+    out = {}
+    for name in dict.fromkeys(r["method"] for r in records):
+        points = [run for run in ([p for p in r.get("train_history") or [] if "true" in p]
+                                  for r in records if r["method"] == name) if run]
+        if not points:
+            continue
+        steps = [p["step"] for p in points[0]]
+        curve = {"steps": steps}
+        for key in ("ncis", "ncis_pd", "true"):
+            curve[key] = np.mean([[p[key] for p in run] for run in points], axis=0).tolist()
+            curve[f"stop_{key}"] = stopping_step(steps, curve[key])
+        out[name] = curve
+    return out
+
+
+def plot_curves(curves: dict[str, dict], path: Path) -> None:
+    """Mean true J (solid) and NCIS estimate (dashed) against updates, one colour per method;
+    a dot marks each method's NCIS stopping step."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i, (name, c) in enumerate(curves.items()):
+        colour = f"C{i % 10}"
+        ax.plot(c["steps"], c["true"], "-o", color=colour, ms=3, label=f"{name} (true)")
+        ax.plot(c["steps"], c["ncis"], "--", color=colour, alpha=0.7)
+        if c["stop_ncis"] is not None:
+            ax.axvline(c["stop_ncis"], color=colour, lw=0.6, ls=":")
+    ax.set_xscale("log")
+    ax.set(xlabel="updates", ylabel="J per held-out user",
+           title="learning curves: true J (solid), step-wise NCIS (dashed), NCIS stop (dotted)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def write(rows, header: str, args, extra: dict, records: list[dict]) -> None:
-    """Print the table; with ``--out`` also write table.json (runs included) and table.md."""
+    """Print the table; with ``--out`` also write table.json (runs included), table.md and,
+    with learning curves, curves.png."""
     print(header)
     print(render_text(rows, args.reference))
+    curves = learning_curves(records)
+    for name, c in curves.items():
+        print(f"  {name}: NCIS stops at {c['stop_ncis']}, truth at {c['stop_true']} "
+              f"(curve at {c['steps']})")
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "table.json").write_text(json.dumps(_clean(
-            {**extra, "header": header, "table": to_records(rows), "runs": records}),
-            indent=1, default=float))
+            {**extra, "header": header, "table": to_records(rows), "curves": curves,
+             "runs": records}), indent=1, default=float))
         (args.out / "table.md").write_text(f"{header}\n\n{render_markdown(rows, args.reference)}\n")
+        if curves:
+            plot_curves(curves, args.out / "curves.png")
 
 
 _SAME_SETTINGS = ("users", "days", "history", "beta", "world_seed", "world", "groups", "seeds",
-                  "epsilon", "eval_seeds", "truth_users", "cap", "ncis_kind")
+                  "epsilon", "eval_seeds", "truth_users", "cap", "ncis_kind", "eval_gamma",
+                  "terminal")
 
 
 def merged(dirs: list[Path]) -> tuple[dict[str, list[EvalRow]], str]:

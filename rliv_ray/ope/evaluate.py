@@ -297,9 +297,17 @@ class EvalRow:
     @property
     def ncis_relative_error(self) -> float:
         """(J_NCIS - J_true) / |J_true| (nan without NCIS or with a zero truth)."""
-        if self.ncis is None or self.true_value == 0:
+        return self._relative_error(self.ncis)
+
+    @property
+    def per_decision_relative_error(self) -> float:
+        """(J_NCIS-PD - J_true) / |J_true| (nan without the per-decision estimate)."""
+        return self._relative_error(self.ncis_per_decision)
+
+    def _relative_error(self, estimate: NCISEstimate | None) -> float:
+        if estimate is None or self.true_value == 0:
             return math.nan
-        return (self.ncis.value - self.true_value) / abs(self.true_value)
+        return (estimate.value - self.true_value) / abs(self.true_value)
 
     @classmethod
     def from_dict(cls, data: Mapping) -> EvalRow:

@@ -28,7 +28,7 @@ __all__ = ["COLUMNS", "MethodSummary", "render_markdown", "render_text", "summar
 
 COLUMNS = ("method", "NCIS J", "true J", "NCIS rel. err", "ESS", "inject ratio",
            "20-min amplitude", "seeds")
-"""Always shown; "NCIS-PD J" and "true - <reference>" are added when present."""
+"""Always shown; "NCIS-PD J", "PD rel. err" and "true - <reference>" are added when present."""
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,7 @@ class MethodSummary:
     ncis_pd: float = math.nan  # per-decision NCIS, when evaluated
     ncis_pd_low: float = math.nan
     ncis_pd_high: float = math.nan
+    pd_relative_error: float = math.nan  # mean over seeds of (NCIS-PD - true) / |true|
     gain: float = math.nan  # true - reference's true, paired by seed
     gain_low: float = math.nan
     gain_high: float = math.nan
@@ -101,6 +102,7 @@ def summarise_rows(name: str, rows: Sequence[EvalRow], level: float = 0.95,
         injection_ratio=_nanmean([r.injection_ratio for r in rows]),
         amplitude=_nanmean([r.amplitude for r in rows]),
         ncis_pd=pd_[0], ncis_pd_low=pd_[1], ncis_pd_high=pd_[2],
+        pd_relative_error=_nanmean([r.per_decision_relative_error for r in rows]),
         gain=gain[0], gain_low=gain[1], gain_high=gain[2])
 
 
@@ -129,6 +131,7 @@ def _layout(rows: Sequence[MethodSummary], reference: str | None) -> list[list[s
     header = list(COLUMNS)
     if per_decision:
         header.insert(2, "NCIS-PD J")
+        header.insert(header.index("NCIS rel. err") + 1, "PD rel. err")
     if paired:
         header.insert(header.index("true J") + 1, f"true - {reference}")
 
@@ -146,6 +149,8 @@ def _layout(rows: Sequence[MethodSummary], reference: str | None) -> list[list[s
         if paired:
             cells.insert(header.index("true J") + 1, _value(row.gain, row.gain_low,
                                                             row.gain_high))
+        if per_decision:
+            cells.insert(header.index("PD rel. err"), num(row.pd_relative_error, "+.1%"))
         table.append(cells)
     return table
 

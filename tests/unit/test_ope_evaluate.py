@@ -230,6 +230,11 @@ def test_table_pairs_the_true_gain_by_seed_and_shows_per_decision_ncis():
     half = stats.t.ppf(0.975, 2) * 1.0 / math.sqrt(3)  # differences 10, 11, 9: sd 1
     assert (rows[1].gain, rows[1].gain_high) == pytest.approx((10.0, 10.0 + half))
     assert rows[0].gain == 0.0 and rows[1].ncis_pd == 300.0
+    # (300 - t) / t per seed, averaged: the per-decision estimate's error against the truth
+    assert rows[1].pd_relative_error == pytest.approx(
+        sum((300 - t) / t for t in (450, 452, 454)) / 3)
+    lines = [line.split(" | ") for line in render_markdown(rows, "logging").splitlines()]
+    assert lines[3][lines[0].index("PD rel. err")] == "-33.6%"
     header = render_markdown(rows, "logging").splitlines()[0]
     assert header.startswith("| method | NCIS J | NCIS-PD J | true J | true - logging |")
     assert f"| 10.00 ± {half:.2f} |" in render_markdown(rows, "logging")
