@@ -14,6 +14,7 @@
     rliv build-live-samples LOGS OUT        4:1 user split, activity groups, SL-MGAC transitions
     rliv train sl-mgac SAMPLES --out DIR    SL-MGAC with RLlib: checkpoints, metrics, policy.pt
     rliv ui [--tracking-uri URI]            browse the MLflow store in the MLflow UI (127.0.0.1)
+    rliv sweep CONFIG.yaml [--resume]       Ray Tune sweep (ASHA on an evaluation) + MLflow runs
 
 Errors are one line on stderr and a non-zero exit status; nothing partial is ever written.
 """
@@ -327,6 +328,9 @@ def build_parser() -> argparse.ArgumentParser:
     from rliv_ray.cli_ui import add_ui_parsers
 
     add_ui_parsers(add)
+    from rliv_ray.cli_sweep import add_sweep_parsers
+
+    add_sweep_parsers(add)
 
     p = add("convert-kuairand", cmd_convert_kuairand,
             "Convert the published KuaiRand CSV files (Pure, 1K or 27K) into the log schema, "

@@ -16,6 +16,7 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,8 +74,13 @@ def learner_metrics(result: dict[str, Any], module_id: str = "default_policy") -
 
 def run_iterations(algo, out: str | Path, settings: LoopSettings, *, updates_per_iteration: int,
                    rows_per_update: int, start: Resumed | None = None,
-                   tracker: Tracker | None = None) -> dict[str, Any]:
-    """Train ``algo`` up to ``settings.iterations``; return the last metrics and the timing."""
+                   tracker: Tracker | None = None,
+                   on_checkpoint: Callable[[Path, int, dict], None] | None = None
+                   ) -> dict[str, Any]:
+    """Train ``algo`` up to ``settings.iterations``; return the last metrics and the timing.
+
+    ``on_checkpoint(checkpoint, iteration, metrics)`` is called after every checkpoint (a
+    sweep's trial evaluates the policy there)."""
     out = Path(out)
     tracker = tracker or NoOpTracker()
     (out / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
@@ -107,7 +113,9 @@ def run_iterations(algo, out: str | Path, settings: LoopSettings, *, updates_per
         if settings.progress:
             _show(iteration, settings.iterations, metrics)
         if iteration % settings.checkpoint_every == 0 or iteration == settings.iterations:
-            save_checkpoint(algo, out, iteration, updates, metrics)
+            checkpoint = save_checkpoint(algo, out, iteration, updates, metrics)
+            if on_checkpoint is not None:
+                on_checkpoint(checkpoint, iteration, metrics)
     return {"iteration": iteration, "updates": updates, "seconds": seconds, "metrics": metrics}
 
 

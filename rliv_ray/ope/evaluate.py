@@ -45,7 +45,7 @@ from rliv_ray.ope.ncis import (
 )
 
 __all__ = ["EvalRow", "NetworkPolicy", "batch_from_observation", "batch_from_table", "evaluate",
-           "mean_interval", "observed_session_state", "true_value_runs"]
+           "mean_interval", "ncis_estimates", "observed_session_state", "true_value_runs"]
 
 _FLOAT = (S.USER_FEATURES, S.LIVE_FEATURES, S.BEHAVIOR_PROB, S.LIVE_WATCH_S, S.VIDEO_WATCH_S,
           *S.SESSION_STATE_COLUMNS)
@@ -334,6 +334,22 @@ class EvalRow:
         return out
 
 
+def ncis_estimates(policy: LivePolicy, test_log: pa.Table, kinds: Sequence[str], *,
+                   beta: float, cap: float | str = DEFAULT_CAP, gamma: float = 1.0,
+                   n_bootstrap: int = DEFAULT_BOOTSTRAP,
+                   level: float = 0.95) -> list[NCISEstimate]:
+    """NCIS of ``policy`` on the held-out log, one estimate per kind, from one pass of the
+    policy over the logged observations (no on-policy run: cheap enough for every report of
+    a sweep's trial)."""
+    if hasattr(policy, "reset_sessions"):
+        policy.reset_sessions()
+    p_inject = policy.inject_probability(observation_from_log(test_log))
+    options = {"beta": beta, "cap": cap, "gamma": gamma, "n_bootstrap": n_bootstrap,
+               "level": level}
+    return [evaluate_policy_ncis(test_log, lambda _: p_inject, kind=kind, **options)
+            for kind in kinds]
+
+
 def evaluate(policy: LivePolicy, *, world_config: LiveWorldConfig, test_log: pa.Table | None,
              beta: float | None = None, seeds: Sequence[int] = (0,),
              cap: float | str = DEFAULT_CAP, gamma: float = 1.0, kind: str = DEFAULT_KIND,
@@ -374,15 +390,11 @@ def evaluate(policy: LivePolicy, *, world_config: LiveWorldConfig, test_log: pa.
     users = np.asarray(users, dtype=np.int64)
     estimate = per_decision_estimate = None
     if test_log is not None:
-        if hasattr(policy, "reset_sessions"):
-            policy.reset_sessions()
-        p_inject = policy.inject_probability(observation_from_log(test_log))
-        options = {"beta": beta, "cap": cap, "gamma": gamma, "n_bootstrap": n_bootstrap,
-                   "level": level}
-        estimate = evaluate_policy_ncis(test_log, lambda _: p_inject, kind=kind, **options)
-        if per_decision:
-            per_decision_estimate = evaluate_policy_ncis(test_log, lambda _: p_inject,
-                                                         kind="per_decision", **options)
+        kinds = (kind, "per_decision") if per_decision else (kind,)
+        estimates = ncis_estimates(policy, test_log, kinds, beta=beta, cap=cap, gamma=gamma,
+                                   n_bootstrap=n_bootstrap, level=level)
+        estimate = estimates[0]
+        per_decision_estimate = estimates[1] if per_decision else None
     runs = true_value_runs(policy, world_config, users, seeds, beta=beta, gamma=gamma,
                            population=population, window_minutes=window_minutes,
                            truth_reward=truth_reward)

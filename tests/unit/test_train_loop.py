@@ -82,3 +82,16 @@ def test_no_checkpoint_means_nothing_to_resume(tmp_path):
 def test_settings_are_validated():
     with pytest.raises(ValueError, match="iterations and checkpoint_every"):
         LoopSettings(iterations=0)
+
+
+def test_on_checkpoint_sees_every_checkpoint_once_written(tmp_path):
+    seen = []
+
+    def on_checkpoint(checkpoint, iteration, metrics):
+        assert latest_checkpoint(tmp_path).checkpoint == checkpoint  # written and pointed to
+        seen.append((checkpoint.name, iteration, metrics["loss/total"]))
+
+    run_iterations(FakeAlgo([1.0, 0.9, 0.8]), tmp_path,
+                   LoopSettings(iterations=3, checkpoint_every=2, progress=False),
+                   updates_per_iteration=10, rows_per_update=4, on_checkpoint=on_checkpoint)
+    assert seen == [("iter_000002", 2, 0.9), ("iter_000003", 3, 0.8)]

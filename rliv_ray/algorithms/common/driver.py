@@ -96,9 +96,13 @@ def remember_training(out: Path, settings: TrainSettings,
 
 def run_training(config, out: Path, settings: TrainSettings, *, start: Resumed | None,
                  run_name: str, params: dict[str, Any], tracking_uri: str | None,
-                 export: Callable[[Path], Path]) -> dict[str, Any]:
+                 export: Callable[[Path], Path],
+                 on_export: Callable[[Path, int, dict], None] | None = None) -> dict[str, Any]:
     """Build the algorithm, restore, iterate, checkpoint, export; the loop's result plus the
-    final checkpoint, the export and the wall time."""
+    final checkpoint, the export and the wall time.
+
+    With ``on_export``, every checkpoint is exported too and ``on_export(exported, iteration,
+    metrics)`` called (``rliv sweep`` evaluates each exported policy)."""
     import ray
 
     from rliv_ray.runner import start_ray
@@ -113,6 +117,10 @@ def run_training(config, out: Path, settings: TrainSettings, *, start: Resumed |
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     began = time.perf_counter()
     algo = None
+
+    def export_each(checkpoint: Path, iteration: int, metrics: dict) -> None:
+        on_export(export(checkpoint), iteration, metrics)
+
     try:
         algo = config.build_algo()
         if start is not None:
@@ -122,7 +130,8 @@ def run_training(config, out: Path, settings: TrainSettings, *, start: Resumed |
             rows = config.train_batch_size_per_learner * max(1, settings.num_learners)
             result = run_iterations(algo, out, settings.loop,
                                     updates_per_iteration=settings.updates_per_iteration,
-                                    rows_per_update=rows, start=start, tracker=tracker)
+                                    rows_per_update=rows, start=start, tracker=tracker,
+                                    on_checkpoint=export_each if on_export else None)
             _stop(algo)
             checkpoint = latest_checkpoint(out).checkpoint
             exported = export(checkpoint)

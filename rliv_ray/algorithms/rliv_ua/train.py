@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -67,8 +68,11 @@ def build_config(info: ShardInfo, settings: TrainSettings,
 def train_rliv_ua(samples: str | Path, out: str | Path, settings: TrainSettings, *,
                   resume: bool = False, overwrite: bool = False,
                   tracking_uri: str | None = None,
-                  config_class: type[RLIVUAConfig] = RLIVUAConfig) -> dict[str, Any]:
-    """Train, checkpoint and export; returns the report also written to OUT/train.json."""
+                  config_class: type[RLIVUAConfig] = RLIVUAConfig,
+                  on_export: Callable[[Path, int, dict], None] | None = None) -> dict[str, Any]:
+    """Train, checkpoint and export; returns the report also written to OUT/train.json.
+    ``on_export(scorer, iteration, metrics)``: the scorer is exported at every checkpoint too
+    and handed over (``rliv sweep``)."""
     out = Path(out)
     info = inspect_shards(samples, next_state=settings.training.get("next_state", "asa"))
     start = prepare_out(out, resume=resume, overwrite=overwrite)
@@ -79,7 +83,8 @@ def train_rliv_ua(samples: str | Path, out: str | Path, settings: TrainSettings,
     result = run_training(
         config, out, settings, start=start, params=params, tracking_uri=tracking_uri,
         run_name=f"train-rliv-ua__{Path(samples).name}__{settings.seed}",
-        export=lambda checkpoint: export_checkpoint(checkpoint, out / SCORER_FILE, config))
+        export=lambda checkpoint: export_checkpoint(checkpoint, out / SCORER_FILE, config),
+        on_export=on_export)
     report = {**params, "state_names": list(info.state_names), "sample_mode": info.mode,
               **result, "scorer": result["export"]}
     (out / REPORT_FILE).write_text(json.dumps(report, indent=2, default=str) + "\n")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import pickle
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -80,8 +81,11 @@ def build_config(files: list[Path], manifest: dict, settings: TrainSettings) -> 
 
 def train_sl_mgac(samples: str | Path, out: str | Path, settings: TrainSettings, *,
                   resume: bool = False, overwrite: bool = False,
-                  tracking_uri: str | None = None) -> dict[str, Any]:
-    """Train, checkpoint and save the policy; returns the report also in OUT/train.json."""
+                  tracking_uri: str | None = None,
+                  on_export: Callable[[Path, int, dict], None] | None = None) -> dict[str, Any]:
+    """Train, checkpoint and save the policy; returns the report also in OUT/train.json.
+    ``on_export(policy, iteration, metrics)``: the policy is saved at every checkpoint too and
+    handed over (``rliv sweep``)."""
     out = Path(out)
     files, manifest = train_files(samples)
     start = prepare_out(out, resume=resume, overwrite=overwrite)
@@ -95,7 +99,8 @@ def train_sl_mgac(samples: str | Path, out: str | Path, settings: TrainSettings,
     result = run_training(
         config, out, settings, start=start, params=params, tracking_uri=tracking_uri,
         run_name=f"train-sl-mgac__{Path(samples).name}__{settings.seed}",
-        export=lambda checkpoint: save_policy(checkpoint, out / POLICY_FILE, manifest))
+        export=lambda checkpoint: save_policy(checkpoint, out / POLICY_FILE, manifest),
+        on_export=on_export)
     report = {**params, **result, "policy": result["export"]}
     (out / REPORT_FILE).write_text(json.dumps(report, indent=2, default=str) + "\n")
     return report

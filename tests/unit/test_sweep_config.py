@@ -1,0 +1,217 @@
+"""Sweep YAML parsing and validation, the sample-build cache key, the regret (no Ray)."""
+
+import copy
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rliv_ray.sweep.config import load_sweep, parse_sweep
+from rliv_ray.sweep.report import TrialRow, regret, summary_markdown
+from rliv_ray.sweep.space import data_key, data_points, data_settings, training_fields
+
+TUNE = Path(__file__).resolve().parents[2] / "tune"
+BASE = {
+    "algorithm": "sl-mgac",
+    "data": {"generate": {"users": 100, "days": 1}, "samples": {"test_share": 0.2}},
+    "training": {"iterations": 2, "set": {"train_batch_size_per_learner": 64}},
+    "bins": {"paper": [0, 6, 15, 30, 60, 100, 600, 1200], "coarse": [0, 30, 1200]},
+    "search": {"gamma": {"grid": [0.0, 0.9]}, "groups": {"grid": [2, 3]},
+               "lr": {"loguniform": [1e-4, 1e-2]}, "live_bins": {"choice": ["paper", "coarse"]}},
+}
+
+
+def config_with(**changes):
+    data = copy.deepcopy(BASE)
+    for path, value in changes.items():
+        *parents, last = path.split("__")
+        node = data
+        for key in parents:
+            node = node.setdefault(key, {})
+        if value is None:
+            node.pop(last)
+        else:
+            node[last] = value
+    return data
+
+
+def error_of(data) -> str:
+    with pytest.raises(ValueError) as info:
+        parse_sweep(data)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+@pytest.mark.parametrize("name", ["sl_mgac_small", "sl_mgac_full", "rliv_ua_small"])
+def test_shipped_configs_parse(name):
+    config = load_sweep(TUNE / f"{name}.yaml")
+    assert config.name == name
+    assert config.metric.startswith("eval/")
+    assert {d.name for d in config.search} >= {"gamma"}
+
+
+def test_the_default_sweep_has_four_trials_over_gamma_and_k():
+    config = load_sweep(TUNE / "sl_mgac_small.yaml")
+    grid = {d.name: d.values for d in config.search if d.kind == "grid"}
+    assert {"gamma", "groups"} <= set(grid)
+    assert math.prod(len(v) for v in grid.values()) * config.num_samples >= 4
+    assert config.resources.max_concurrent_trials * 3 <= config.resources.ray_cpus
+
+
+def test_a_valid_config():
+    config = parse_sweep(BASE, default_name="x")
+    assert config.name == "x" and config.algorithm == "sl-mgac"
+    assert config.metric == "eval/ncis"
+    dims = {d.name: d for d in config.search}
+    assert dims["lr"].kind == "loguniform" and dims["lr"].values == (1e-4, 1e-2)
+    assert config.bins["coarse"] == (0.0, 30.0, 1200.0)
+
+
+@pytest.mark.parametrize("changes, expected", [
+    ({"search__momentum": {"grid": [0.1]}}, "unknown hyperparameter 'momentum' for sl-mgac"),
+    ({"search__sequence_length": {"grid": [10]}}, "unknown hyperparameter 'sequence_length'"),
+    ({"bins__bad": [0, 30, 20]}, "bins.bad must increase strictly, got [0, 30, 20]"),
+    ({"bins__bad": [0, 30, 30]}, "bins.bad must increase strictly"),
+    ({"bins__bad": [5, 30]}, "bins.bad must start at 0"),
+    ({"bins__bad": [0]}, "bins.bad needs at least 2 boundaries"),
+    ({"bins__bad": "0,30"}, "bins.bad must be a list of numbers"),
+    ({"bins__bad": [0, "a"]}, "bins.bad must be a list of numbers"),
+    ({"search__live_bins": {"choice": ["paper", "nope"]}}, "'nope' is not a bin vector named"),
+    ({"search__groups": {"grid": [2, 500]}}, "groups K=500 is larger than the 100 users"),
+    ({"data__samples__groups": 101, "search__groups": None}, "groups K=101 is larger than"),
+    ({"search__groups": {"uniform": [2, 5]}}, "search.groups takes grid or choice"),
+    ({"search__gamma": {"grid": [0.5, 1.0]}}, "gamma must be in [0, 1), got 1.0"),
+    ({"search__lr": {"loguniform": [1e-2, 1e-4]}}, "low < high"),
+    ({"search__tau": {"grid": [0.0]}}, "tau must be in (0, 1], got 0.0"),
+    ({"search__gamma": {"between": [0, 1]}}, "search.gamma must be one of"),
+    ({"search__gamma": {"grid": []}}, "search.gamma.grid must be a non-empty list"),
+    ({"algorithm": "ppo"}, "algorithm must be one of ('rliv-ua', 'sl-mgac'), got 'ppo'"),
+    ({"learning_rate": 1}, "sweep config: unknown key 'learning_rate'"),
+    ({"training__epochs": 3}, "training: unknown key 'epochs'"),
+    ({"training__iterations": 0}, "training.iterations must be >= 1"),
+    ({"training__set__gamma": 0.5}, "gamma: both searched and fixed in training.set"),
+    ({"training__set__groups": 3, "search__groups": None}, "set it under data.samples"),
+    ({"data__path": "x"}, "data needs exactly one of 'path'"),
+    ({"scheduler": {"type": "pbt"}}, "scheduler.type must be one of"),
+    ({"evaluation": {"ncis_kind": "plain"}}, "evaluation.ncis_kind must be one of"),
+    ({"name": "a b"}, "name must hold only"),
+])
+def test_bad_configs_get_one_line(changes, expected):
+    assert expected in error_of(config_with(**changes))
+
+
+def test_cpu_budgets_that_would_hang_are_refused():
+    parse_sweep(BASE).resources.check_fits()
+    config = parse_sweep(config_with(resources={"ray_cpus": 4, "max_concurrent_trials": 2}))
+    with pytest.raises(ValueError, match="2 trials at once need 6 logical CPUs"):
+        config.resources.check_fits()
+
+
+def test_rliv_ua_has_its_own_knobs():
+    data = {"algorithm": "rliv-ua", "data": {"path": "w"},
+            "search": {"gamma": {"grid": [0.8]}, "sequence_length": {"grid": [10, 30]}}}
+    config = parse_sweep(data)
+    assert config.metric == "eval/ltv"
+    data["search"]["groups"] = {"grid": [2]}
+    assert "unknown hyperparameter 'groups' for rliv-ua" in error_of(data)
+
+
+def test_load_sweep_names_the_file(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(config_with(search__momentum={"grid": [1]})))
+    with pytest.raises(ValueError, match=r"s\.yaml: search: unknown hyperparameter"):
+        load_sweep(path)
+    path.write_text("search: [unclosed")
+    with pytest.raises(ValueError, match="not valid YAML"):
+        load_sweep(path)
+
+
+def test_trials_sharing_data_settings_share_one_build():
+    config = parse_sweep(BASE)
+    points = data_points(config)
+    assert [p["groups"] for p in points] == [2, 3]  # gamma, lr and bins do not change the data
+    a = data_settings(config, {"gamma": 0.0, "groups": 2, "lr": 1e-3, "live_bins": "paper"})
+    b = data_settings(config, {"gamma": 0.9, "groups": 2, "lr": 5e-3, "live_bins": "coarse"})
+    c = data_settings(config, {"gamma": 0.0, "groups": 3, "lr": 1e-3, "live_bins": "paper"})
+    assert data_key(a) == data_key(b) != data_key(c)
+    assert data_key(a).startswith("groups2_") and "/" not in data_key(a)
+
+
+def test_cache_key_changes_with_any_data_setting():
+    config = parse_sweep(BASE)
+    key = data_key(data_settings(config, {"groups": 2}))
+    other_world = parse_sweep(config_with(data__generate__seed=1))
+    other_split = parse_sweep(config_with(data__samples__test_share=0.3))
+    assert data_key(data_settings(other_world, {"groups": 2})) != key
+    assert data_key(data_settings(other_split, {"groups": 2})) != key
+    assert data_key(data_settings(config, {"groups": 2})) == key  # stable
+
+
+def test_training_fields_resolve_bin_names_and_drop_data_settings():
+    config = parse_sweep(BASE)
+    fields = training_fields(config, {"gamma": 0.9, "groups": 3, "live_bins": "coarse"})
+    assert fields == {"train_batch_size_per_learner": 64, "gamma": 0.9,
+                      "live_bins": [0.0, 30.0, 1200.0]}
+
+
+def test_regret_of_the_estimators_pick():
+    rows = [TrialRow("a", {"gamma": 0.0}, "finished", 4, metric=10.0, truth=50.0),
+            TrialRow("b", {"gamma": 0.9}, "finished", 4, metric=12.0, truth=40.0),
+            TrialRow("c", {"gamma": 0.5}, "stopped early", 2, metric=5.0, truth=45.0)]
+    result = regret(rows)
+    assert result["estimator_pick"] == "b" and result["truth_pick"] == "a"
+    assert result["regret"] == pytest.approx(10.0)
+    assert result["relative_regret"] == pytest.approx(0.2)
+    table = summary_markdown(rows, result, metric="eval/ncis", names=["gamma"])
+    assert "| b | 0.9 | 4 | finished | 12 | 40 | estimator |" in table
+    assert "| a | 0 | 4 | finished | 10 | 50 | truth |" in table
+    assert "regret 10 (20.0% of the best true value)" in table
+    same = regret(rows[:1])
+    assert same["regret"] == 0.0 and same["estimator_pick"] == same["truth_pick"] == "a"
+    assert math.isnan(regret([TrialRow("x", {}, "error", 0, math.nan)])["regret"])
+
+
+def test_bad_config_is_one_line_and_exit_2_from_the_cli(tmp_path, capsys):
+    from rliv_ray.cli import EXIT_USAGE, main
+
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(config_with(search__groups={"grid": [2, 1000]})))
+    assert main(["sweep", str(path), "--out", str(tmp_path / "out")]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.startswith("rliv sweep: error: ") and err.count("\n") == 1
+    assert "groups K=1000 is larger than the 100 users of the world" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_store_defaults_to_sqlite_in_the_working_directory(monkeypatch, tmp_path):
+    from rliv_ray.sweep.tracking import sweep_tracking_uri
+
+    for name in ("RLIV_TRACKING_URI", "MLFLOW_TRACKING_URI"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert sweep_tracking_uri(None) == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5001")
+    assert sweep_tracking_uri(None) == "http://127.0.0.1:5001"
+    monkeypatch.setenv("RLIV_TRACKING_URI", "sqlite:////tmp/a.db")
+    assert sweep_tracking_uri(None) == "sqlite:////tmp/a.db"
+    assert sweep_tracking_uri("sqlite:////tmp/b.db") == "sqlite:////tmp/b.db"
+
+
+def test_an_unreachable_server_warns_once_and_tracking_stops(capsys):
+    import socket
+
+    from rliv_ray.sweep.tracking import SweepTracker
+
+    with socket.socket() as s:  # a free loopback port: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    tracker = SweepTracker(f"http://127.0.0.1:{port}")
+    assert tracker.start_parent("s", {"gamma": 0.9}) is None
+    assert tracker.child("t1", "sl-mgac__s__t1", {}) is None
+    tracker.log("some-run", metrics={"eval/ncis": 1.0}, step=1)
+    tracker.end("some-run")
+    err = capsys.readouterr().err
+    assert err.count("warning: MLflow at") == 1 and "the sweep goes on" in err
+    assert not tracker.active
