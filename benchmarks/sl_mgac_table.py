@@ -25,6 +25,7 @@ and curves.png.
     python benchmarks/sl_mgac_table.py --users 2000 --seeds 10 --methods SL-MGAC,L2R,DQN \
         --updates 1200 --batch 512 --curve-at 200,400,800,1200 --curve-seeds 3 \
         --eval-gamma 0.9 --per-decision --out /tmp/sl_mgac_main
+    python benchmarks/sl_mgac_table.py --methods L2R,BCQ,SAC,TD3,TD3-BC,IQL   # Table 1's RL rows
     python benchmarks/sl_mgac_table.py --merge /tmp/run_a /tmp/run_b   # one table from two runs
 """
 
@@ -109,7 +110,8 @@ def train(m: Method, spec: SLMGACSpec, settings: SLMGACSettings, data: dict, *, 
     n, history = len(data[S.ACTION]), []
     for step in range(1, updates + 1):
         index = torch.randint(0, n, (batch_size,), generator=gen)
-        loss, metrics = m.loss(net, target, {k: v[index] for k, v in data.items()}, settings)
+        loss, metrics = m.loss(net, target, {k: v[index] for k, v in data.items()}, settings,
+                               step=step - 1)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"{m.name}: loss {loss.item()} at update {step}")
         opt.zero_grad(set_to_none=True)

@@ -73,7 +73,8 @@ def add_model_parsers(sub, parse_override) -> None:
                    "Tables 1-2: SL-MGAC, 'w/o MG', 'w/o MG&DD', 'w/o MG&DD&SL', 'w/o LN', "
                    "'w/o SG', 'w/o Q-norm', 'w/o Q-norm (Q attached)', SL-MGAC-0, "
                    "SL-MGAC-sep, SL-MGAC-vanilla, or a baseline with the same feature "
-                   "extractor: L2R, DQN, 'Double DQN', BC (or 'L2R (SL-MGAC heads)' etc.) "
+                   "extractor: L2R, DQN, 'Double DQN', BC, BCQ, SAC, TD3, TD3-BC, IQL (or "
+                   "'L2R (SL-MGAC heads)' etc.) "
                    "(default SL-MGAC, or the resumed run's)")
     _add_train_options(p, parse_override, "SLMGACConfig",
                        "beta=0.3, groups=4, live_bins=[0,10,30,60,120,600,1200]")

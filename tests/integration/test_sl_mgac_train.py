@@ -73,6 +73,24 @@ def test_a_baseline_trains_with_its_own_loss(ray4, samples, tmp_path):
     assert rows["L2R"]["true"] is not None and 0 <= rows["L2R"]["injection_ratio"] <= 1
 
 
+@pytest.mark.parametrize("name", ["TD3", "IQL"])
+def test_an_offline_rl_baseline_trains_and_saves_its_heads(ray4, samples, tmp_path, name):
+    """TD3 reads the learner's update count (its delayed actor); IQL's value head goes into
+    policy.pt and comes back."""
+    from rliv_ray.algorithms.sl_mgac.baselines import method
+
+    assert train(samples, tmp_path / name, "--method", name) == 0
+    policy = load_policy(tmp_path / name / "policy.pt")
+    assert policy.method == name and policy.net.spec.value_head == (name == "IQL")
+    last = json.loads((tmp_path / name / "metrics.jsonl").read_text().splitlines()[-1])
+    assert {"loss/critic", "loss/actor"} <= set(last)
+    table = pq.read_table(sorted((samples / "train").glob("*.parquet"))[0]).slice(0, 64)
+    batch = {k.split("/", 1)[1]: torch.from_numpy(v)
+             for k, v in live_batch_to_arrays(table).items()}
+    p = method(name).probability(policy.net, batch).numpy()
+    assert ((p >= 0) & (p <= 1)).all() and (p[table[S.LIVE_ID].to_numpy() < 0] == 0).all()
+
+
 def test_group_count_must_match_the_samples(ray4, samples, tmp_path, capsys):
     assert train(samples, tmp_path / "x", "--set", "groups=6") == 2
     assert "built with K=3 user groups, not 6" in capsys.readouterr().err

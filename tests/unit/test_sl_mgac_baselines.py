@@ -137,7 +137,7 @@ def test_method_maps_baselines_and_variants_and_checks_the_network():
     spec, settings = method("BC").configure(SLMGACSpec(user_dim=5, live_dim=3))
     assert not spec.stop_gradient and method("BC").uses_target is False
     with pytest.raises(ValueError, match="unknown method"):
-        method("TD3")
+        method("PPO")
     torch.manual_seed(0)
     net = SLMGACNetwork(SLMGACSpec(user_dim=5, live_dim=3, **TINY))  # with the RPN split
     with pytest.raises(ValueError, match="supervised_split=False"):

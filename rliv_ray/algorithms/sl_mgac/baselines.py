@@ -4,7 +4,7 @@ Every method is an :class:`SLMGACNetwork` (same embeddings, target attention and
 MLP [256, 128]: the shared feature extractor of line 166) with some heads switched off; L2R and
 DQN put a plain MLP head on it (no group towers, no LayerNorm: those are SL-MGAC's own, MG-SD
 and its LN ablation; the ``(SL-MGAC heads)`` rows keep them), and each method has a
-pure loss ``(net, target, batch, settings) -> (loss, metrics)`` on the SL-MGAC batch, and a
+pure loss ``(net, target, batch, settings, step=0) -> (loss, metrics)`` on the SL-MGAC batch, and a
 rule for P(a = 1 | s) before the epsilon-greedy of Eq. 16 (``ope.evaluate.NetworkPolicy``):
 
     L2R  (Chen & Zhou 2020)  Q_i(s, a) regresses the logged reward, gamma = 0, no bootstrap:
@@ -15,6 +15,7 @@ rule for P(a = 1 | s) before the epsilon-greedy of Eq. 16 (``ope.evaluate.Networ
                              ("Double DQN": the online critic picks a', the target evaluates it)
     BC                       the actor alone, cross-entropy on the logged action:
                              L = -E[log pi(a_t | s_t)];  inject iff pi(1|s) > 1/2
+    BCQ, SAC, TD3, TD3-BC, IQL   the offline-RL rows, in :mod:`offline_baselines`
 
 r_t is Eq. 5 with the settings' ``beta`` and ``reward_scale`` (watch times clipped to the bins
 as in SL-MGAC). The critics are the QRN head with ``supervised_split=False`` (it outputs Q, no
@@ -36,67 +37,45 @@ from torch.nn import functional as F
 from rliv_ray import schema as S
 from rliv_ray.algorithms.sl_mgac import losses as L
 from rliv_ray.algorithms.sl_mgac import objective
+from rliv_ray.algorithms.sl_mgac import offline_baselines as O
+from rliv_ray.algorithms.sl_mgac.baseline_common import (
+    Batch,
+    check_critic_only,
+    feasible,
+    logged_reward,
+    policy_metrics,
+    q_metrics,
+)
 from rliv_ray.algorithms.sl_mgac.network import SLMGACNetwork, SLMGACSpec
 from rliv_ray.algorithms.sl_mgac.objective import DONE, SLMGACSettings, forward_state
 from rliv_ray.algorithms.sl_mgac.variants import VARIANTS
 
-Batch = dict[str, torch.Tensor]
-LossFn = Callable[[SLMGACNetwork, SLMGACNetwork | None, Batch, SLMGACSettings],
-                  tuple[torch.Tensor, dict[str, float]]]
+__all__ = ["BASELINES", "Method", "bc_loss", "dqn_loss", "l2r_loss", "logged_reward", "method",
+           "q_inject_probability"]
+
+LossFn = Callable[..., tuple[torch.Tensor, dict[str, float]]]
+"""``loss(net, target, batch, settings, step=0) -> (loss, metrics)``: ``step`` counts the updates
+made before this one (only TD3's delayed actor reads it)."""
 ProbabilityFn = Callable[[SLMGACNetwork, Batch], torch.Tensor]
 Q_TARGET_MODES = ("max_min", "double_dqn")
 
 
-def logged_reward(batch: Batch, spec: SLMGACSpec, settings: SLMGACSettings) -> torch.Tensor:
-    """r_t = scale * a_t (T^l_t - beta T^v_t / n_t) (B,), times clipped as SL-MGAC's r_t."""
-    live = batch[S.LIVE_WATCH_S].float()
-    video = batch[S.VIDEO_WATCH_S].float()
-    n = batch[S.N_VIDEOS].float().clamp(min=1.0)
-    if settings.clip_watch_time:
-        live = spec.live_bins.clip(live)
-        video = (spec.video_bins.clip(video / n) * n if spec.video_time == "per_video"
-                 else spec.video_bins.clip(video))
-    return L.watch_time_reward(batch[S.ACTION], live, video, n, settings.beta,
-                               settings.reward_scale)
-
-
-def _feasible(batch: Batch) -> torch.Tensor:
-    return batch[S.LIVE_ID] >= 0
-
-
-@torch.no_grad()
-def _q_metrics(loss: torch.Tensor, q: torch.Tensor, y: torch.Tensor,
-               feasible: torch.Tensor) -> dict[str, float]:
-    """q (C, B, 2) online Q, y (B,) regression target."""
-    q_min = q.min(dim=0).values
-    greedy = (q_min[:, 1] > q_min[:, 0]).float()
-    return {"loss/total": loss.item(), "loss/critic": loss.item(), "q/mean": q.mean().item(),
-            "q/target_mean": y.mean().item(),
-            "pi/greedy_inject_rate": L.masked_mean(greedy, feasible.float()).item()}
-
-
-def _check_critic_only(net: SLMGACNetwork, name: str) -> None:
-    if net.spec.supervised_split:
-        raise ValueError(f"{name} reads Q from the QRN head: build the network with "
-                         f"supervised_split=False (method({name!r}).configure does)")
-
-
 def l2r_loss(net: SLMGACNetwork, target: SLMGACNetwork | None, batch: Batch,
-             settings: SLMGACSettings) -> tuple[torch.Tensor, dict[str, float]]:
+             settings: SLMGACSettings, step: int = 0) -> tuple[torch.Tensor, dict[str, float]]:
     """L2R: sum_i E[Huber_delta(Q_i(s_t, a_t) - r_t)], supervised (gamma = 0); ``target``
     is not used."""
-    _check_critic_only(net, "L2R")
+    check_critic_only(net, "L2R")
     q = forward_state(net, batch, actor=False).residual  # (C, B, 2)
     r = logged_reward(batch, net.spec, settings)  # (B,)
     loss = L.critic_loss(L.taken(q, batch[S.ACTION]), r, settings.td_huber_delta)
-    return loss, _q_metrics(loss, q, r, _feasible(batch))
+    return loss, q_metrics(loss, q, r, feasible(batch))
 
 
 def dqn_loss(net: SLMGACNetwork, target: SLMGACNetwork, batch: Batch,
-             settings: SLMGACSettings) -> tuple[torch.Tensor, dict[str, float]]:
+             settings: SLMGACSettings, step: int = 0) -> tuple[torch.Tensor, dict[str, float]]:
     """DQN: E[Huber_delta(Q(s_t, a_t) - y_t)], y_t = r_t + d_t (1 - done) V'(s_{t+1}) with
     V' = max_a' Q' (``target_mode="max_min"``) or Double DQN (``"double_dqn"``)."""
-    _check_critic_only(net, "DQN")
+    check_critic_only(net, "DQN")
     if settings.target_mode not in Q_TARGET_MODES:
         raise ValueError(f"DQN's target_mode must be one of {Q_TARGET_MODES}, got "
                          f"{settings.target_mode!r}")
@@ -109,22 +88,18 @@ def dqn_loss(net: SLMGACNetwork, target: SLMGACNetwork, batch: Batch,
         y = L.td_target(logged_reward(batch, net.spec, settings), v_next,
                         objective.transition_discount(batch, settings), batch[DONE])
     loss = L.critic_loss(L.taken(q, batch[S.ACTION]), y, settings.td_huber_delta)
-    return loss, _q_metrics(loss, q, y, _feasible(batch))
+    return loss, q_metrics(loss, q, y, feasible(batch))
 
 
 def bc_loss(net: SLMGACNetwork, target: SLMGACNetwork | None, batch: Batch,
-            settings: SLMGACSettings) -> tuple[torch.Tensor, dict[str, float]]:
+            settings: SLMGACSettings, step: int = 0) -> tuple[torch.Tensor, dict[str, float]]:
     """BC: -E[log pi(a_t | s_t)] over rows with a live stream on air; ``target`` unused."""
     logits = forward_state(net, batch, critics=False).logits  # (B, 2)
-    feasible = _feasible(batch)
+    mask = feasible(batch)
     ce = F.cross_entropy(logits, batch[S.ACTION].long(), reduction="none")  # (B,)
-    loss = L.masked_mean(ce, feasible)
-    with torch.no_grad():
-        pi = torch.softmax(logits, dim=-1)[:, 1]
-        f = feasible.float()
-        metrics = {"loss/total": loss.item(), "loss/actor": loss.item(),
-                   "pi/inject_mean": L.masked_mean(pi, f).item(),
-                   "pi/greedy_inject_rate": L.masked_mean((pi > 0.5).float(), f).item()}
+    loss = L.masked_mean(ce, mask)
+    metrics = {"loss/total": loss.item(), "loss/actor": loss.item(),
+               **policy_metrics(torch.softmax(logits.detach(), dim=-1)[:, 1], mask)}
     return loss, metrics
 
 
@@ -134,7 +109,7 @@ def q_inject_probability(net: SLMGACNetwork, batch: Batch) -> torch.Tensor:
     on Q (a Boltzmann probability at temperature 1 of the scaled Q); 0 with no live."""
     q = forward_state(net, batch, actor=False).residual.min(dim=0).values  # (B, 2)
     p = torch.sigmoid(q[:, 1] - q[:, 0])
-    return torch.where(_feasible(batch), p, torch.zeros_like(p))
+    return torch.where(feasible(batch), p, torch.zeros_like(p))
 
 
 @dataclass(frozen=True)
@@ -169,16 +144,30 @@ def _q_baselines(heads: dict[str, Any], suffix: str = "") -> dict[str, Method]:
                                   target) for name, loss, changes, target in rows}
 
 
+def _offline_rl_baselines() -> dict[str, Method]:
+    rows = (("BCQ", O.bcq_loss, O.bcq_inject_probability, {"stop_gradient": False}),
+            ("SAC", O.sac_loss, objective.inject_probability, {"n_critics": 2}),
+            ("TD3", O.td3_loss, O.deterministic_inject_probability, {"n_critics": 2}),
+            ("TD3-BC", O.td3_bc_loss, O.deterministic_inject_probability, {"n_critics": 2}),
+            ("IQL", O.iql_loss, objective.inject_probability,
+             {"n_critics": 2, "value_head": True}))
+    return {name: Method(name, loss, probability, {**_OWN_HEADS, **changes}, {}, True)
+            for name, loss, probability, changes in rows}
+
+
 BASELINES: dict[str, Method] = {
     **_q_baselines(_OWN_HEADS),
     "BC": Method("BC", bc_loss, objective.inject_probability,
                  {"supervised_split": False, "stop_gradient": False}, {}, False),
+    **_offline_rl_baselines(),
     **_q_baselines(_SLMGAC_HEADS, SLMGAC_HEADS_SUFFIX),
 }
 """The baselines by name. L2R, DQN and Double DQN share SL-MGAC's feature extractor (paper
 line 166) and put their own head on it, one plain MLP (``qrn_hidden``) without group towers or
 LayerNorm, as the paper's fairness clause says; their ``(SL-MGAC heads)`` rows keep SL-MGAC's
-group towers and LayerNorm (the form before issue 13). BC."""
+group towers and LayerNorm (the form before issue 13). BC. BCQ (one critic), SAC, TD3, TD3-BC
+and IQL (twin critics; IQL adds a value head) take the same own heads
+(:mod:`offline_baselines`)."""
 
 
 def method(name: str) -> Method:

@@ -44,8 +44,8 @@ def spec_from_fields(values: dict[str, Any]) -> SLMGACSpec:
 def method_fields(name: str) -> dict[str, Any]:
     """The config fields of a row of Tables 1-2: an SL-MGAC variant (``SL-MGAC``, ``w/o MG``,
     ..., ``SL-MGAC-0``) or a baseline sharing its feature extractor (``L2R``, ``DQN``,
-    ``Double DQN``, ``BC``; see :mod:`baselines`), as the fields that differ from the defaults
-    plus ``method``."""
+    ``Double DQN``, ``BC``, ``BCQ``, ``SAC``, ``TD3``, ``TD3-BC``, ``IQL``; see :mod:`baselines`),
+    as the fields that differ from the defaults plus ``method``."""
     from rliv_ray.algorithms.sl_mgac.baselines import method
 
     spec, settings = method(name).configure(SLMGACSpec(1, 1), SLMGACSettings())

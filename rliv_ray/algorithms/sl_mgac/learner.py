@@ -35,7 +35,7 @@ class SLMGACLearner(TargetUpdatingLearner):
         module = self._module[module_id].unwrapped()
         if config.method in BASELINES:
             loss, metrics = BASELINES[config.method].loss(module.net, module.target, batch,
-                                                          self.loss_settings)
+                                                          self.loss_settings, step=self.updates)
             self.metrics.log_dict(metrics, key=module_id,
                                   window=config.dataset_num_iters_per_learner or 1)
             return loss

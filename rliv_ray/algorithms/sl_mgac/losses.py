@@ -193,6 +193,75 @@ def actor_loss(logits: torch.Tensor, q: torch.Tensor, action: torch.Tensor, *,
     return awac_actor_loss(log_pi, weights, action, mask)
 
 
+# --- Table 1's offline-RL baselines (offline_baselines.py) -----------------------------------
+
+def gumbel_noise(like: torch.Tensor) -> torch.Tensor:
+    """g = -log E, E ~ Exp(1): standard Gumbel noise of ``like``'s shape (torch's global RNG)."""
+    return -torch.empty_like(like).exponential_().log()
+
+
+def straight_through_gumbel(logits: torch.Tensor, noise: torch.Tensor, temperature: float = 1.0,
+                            feasible: torch.Tensor | None = None) -> torch.Tensor:
+    """Straight-through Gumbel-softmax (Jang et al. 2017), (B, A) -> (B, A):
+
+        forward  a = one_hot(argmax_a (l_a + g_a)),  backward d a / d l = d y / d l,
+        y = softmax((l + g) / T).
+
+    a = 0 (one_hot(0)) where not ``feasible``: a = 1 is never drawn without a live stream.
+    """
+    soft = torch.softmax((_mask_infeasible(logits, feasible) + noise) / temperature, dim=-1)
+    hard = F.one_hot(soft.argmax(dim=-1), soft.shape[-1]).to(soft.dtype)
+    return hard - soft.detach() + soft
+
+
+def soft_state_value(q: torch.Tensor, logits: torch.Tensor, alpha: float,
+                     feasible: torch.Tensor | None = None) -> torch.Tensor:
+    """V(s) = sum_a pi(a|s) (Q(s, a) - alpha log pi(a|s)) (B,), pi = softmax(logits) with all
+    mass on a = 0 where not ``feasible`` (SAC-discrete's soft value, Christodoulou 2019)."""
+    pi = torch.softmax(_mask_infeasible(logits, feasible), dim=-1)
+    return (pi * q).sum(-1) - alpha * torch.special.xlogy(pi, pi).sum(-1)
+
+
+def sac_actor_loss(logits: torch.Tensor, q: torch.Tensor, alpha: float,
+                   mask: torch.Tensor | None = None) -> torch.Tensor:
+    """J_pi = E_s sum_a pi(a|s) (alpha log pi(a|s) - Q(s, a)) (Christodoulou 2019);
+    pass Q detached (the critic does not learn from it)."""
+    log_pi = torch.log_softmax(logits, dim=-1)
+    return masked_mean((log_pi.exp() * (alpha * log_pi - q)).sum(-1), mask)
+
+
+def bcq_allowed(logits: torch.Tensor, threshold: float,
+                feasible: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, A) bool: G(a|s) / max_a' G(a'|s) > threshold, G = softmax(logits) (discrete BCQ,
+    Fujimoto et al. 2019, "Benchmarking batch deep RL algorithms"); where not ``feasible``
+    only a = 0 is allowed."""
+    log_g = torch.log_softmax(logits, dim=-1)
+    allowed = (log_g - log_g.max(dim=-1, keepdim=True).values).exp() > threshold
+    if feasible is not None:
+        f = feasible.bool()
+        allowed = torch.stack([allowed[..., 0] | ~f, allowed[..., INJECT] & f], dim=-1)
+    return allowed
+
+
+def greedy_allowed(q: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    """argmax over the allowed actions of Q (B, A) -> (B,) (BCQ's argmax)."""
+    return q.masked_fill(~allowed, float("-inf")).argmax(dim=-1)
+
+
+def expectile_loss(u: torch.Tensor, tau: float, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """L_2^tau = E[|tau - 1(u < 0)| u^2], u = Q(s, a) - V(s) (IQL, Kostrikov et al. 2022, Eq. 5)."""
+    return masked_mean(torch.where(u < 0, 1.0 - tau, tau) * u * u, mask)
+
+
+def awr_actor_loss(logits: torch.Tensor, action: torch.Tensor, advantage: torch.Tensor,
+                   beta: float, max_weight: float,
+                   mask: torch.Tensor | None = None) -> torch.Tensor:
+    """L_pi = -E[min(exp(beta A(s, a)), max_weight) log pi(a|s)] at the logged action, the
+    advantage (B,) detached (IQL Eq. 7, advantage-weighted regression)."""
+    weight = torch.exp(beta * advantage.detach()).clamp(max=max_weight)
+    return -masked_mean(weight * taken(torch.log_softmax(logits, dim=-1), action), mask)
+
+
 @dataclass(frozen=True)
 class SLMGACLoss:
     """The terms of Eq. 15: L = L_Q(phi_1) + L_Q(phi_2) + L_RPN + L_pi."""

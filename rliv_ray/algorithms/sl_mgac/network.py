@@ -20,7 +20,7 @@ stored bin of the observed time, ``bin_source="logged"``) or predicted by 8 more
 (``bin_source="predicted"``, output width 16). The QRN gives T(s, a) for both actions (2) and
 the actor two logits. w/o DD the RPN gives the scaled watch time, reward_scale * seconds
 (width 1); w/o SL there is no RPN and the QRN's two outputs are Q itself. Q = R + gamma T is
-assembled by the objective.
+assembled by the objective. ``value_head`` adds V(s) (B,), an MGN on LN_v(h) (IQL, Table 1).
 """
 
 from __future__ import annotations
@@ -105,6 +105,11 @@ class SLMGACSpec:
     """Video bins hold T^v of the request (``request``) or T^v / n (``per_video``) [I]."""
     rho_activation: str = "sigmoid"
     """rho_hat = sigmoid(out) (EQUATIONS 1.12 [I]) or clamp(out, 0, 1)."""
+    value_head: bool = False
+    """A state-value head V(s) (B,) beside the critics (``qrn_hidden``): IQL's V (Table 1)."""
+    bcq_threshold: float = 0.3
+    """BCQ (Table 1): a is allowed iff G(a|s) / max_a' G(a'|s) > this. A spec field, not a
+    loss setting, because the serving rule reads it and the policy file saves the spec."""
 
     def __post_init__(self) -> None:
         for name in ("user_dim", "live_dim", "groups", "n_critics", "id_buckets",
@@ -117,6 +122,8 @@ class SLMGACSpec:
             if (name == "shared_hidden" and not sizes) or any(s < 1 for s in sizes):
                 raise ValueError(f"{name} must hold positive layer sizes, got {sizes}")
             object.__setattr__(self, name, sizes)
+        if not 0.0 <= self.bcq_threshold < 1.0:
+            raise ValueError(f"bcq_threshold must be in [0, 1), got {self.bcq_threshold}")
         for name, allowed in (("mg_mode", MG_MODES), ("bin_source", BIN_SOURCES),
                               ("video_time", VIDEO_TIMES),
                               ("rho_activation", RHO_ACTIVATIONS)):
@@ -235,6 +242,7 @@ class Outputs:
     residual: torch.Tensor | None  # (C, B, 2): T_xi(s, a), or Q itself w/o SL
     live: TimeHead | None  # None w/o SL
     video: TimeHead | None
+    value: torch.Tensor | None = None  # (B,) V(s), with spec.value_head (IQL)
 
 
 LOOKUP_IDS = 1 << 17
@@ -289,6 +297,8 @@ class SLMGACNetwork(nn.Module):
                          if spec.supervised_split else None)
         self.rpn_video = (mgn(c, spec.rpn_hidden, spec.rpn_width(spec.video_bins))
                           if spec.supervised_split else None)
+        self.value_norm = norm() if spec.value_head else None
+        self.value = mgn(1, spec.qrn_hidden, 1) if spec.value_head else None
 
     def _ids(self, table: HashedEmbedding, ids: torch.Tensor) -> torch.Tensor:
         """Embeddings of ids (...,) -> (..., d), zero where id < 0 (padding / no live)."""
@@ -334,7 +344,7 @@ class SLMGACNetwork(nn.Module):
             out = mgn(z, user_group, grid)
             return out if grid is None else grid.to_rows(out, 1)
 
-        logits = residual = live = video = None
+        logits = residual = live = video = value = None
         if actor:
             z = self.actor_norm(h.detach() if self.spec.stop_gradient else h)
             logits = heads(self.actor, z.unsqueeze(0))[0]
@@ -344,7 +354,9 @@ class SLMGACNetwork(nn.Module):
             if self.rpn_live is not None:
                 live = self._time_head(heads(self.rpn_live, z), self.spec.live_bins)
                 video = self._time_head(heads(self.rpn_video, z), self.spec.video_bins)
-        return Outputs(logits, residual, live, video)
+            if self.value is not None:
+                value = heads(self.value, self.value_norm(h).unsqueeze(0))[0, :, 0]
+        return Outputs(logits, residual, live, video, value)
 
     def _time_head(self, raw: torch.Tensor, bins: WatchTimeBins) -> TimeHead:
         if not self.spec.discretise:

@@ -103,6 +103,23 @@ class SLMGACSettings:
     """Maximal exploration probability of Eq. 16."""
     lr: float = 1e-3
     embedding_lr: float = 1e-5
+    # Table 1 offline-RL baselines (``offline_baselines``); SL-MGAC ignores these.
+    bcq_logit_reg: float = 0.01
+    """BCQ: weight of the mean squared logits of G(a|s) (Fujimoto et al. 2019's code: 1e-2)."""
+    sac_alpha: float = 0.2
+    """SAC: fixed entropy temperature alpha (ours; Christodoulou 2019 tunes it)."""
+    gumbel_temperature: float = 1.0
+    """TD3, TD3-BC: temperature of the straight-through Gumbel-softmax's backward pass."""
+    td3_policy_delay: int = 2
+    """TD3, TD3-BC: the actor learns every d-th update (Fujimoto et al. 2018: d = 2)."""
+    td3_bc_alpha: float = 2.5
+    """TD3-BC: alpha of lambda = alpha / mean|Q| (Fujimoto & Gu 2021)."""
+    iql_expectile: float = 0.7
+    """IQL: expectile tau of V(s) over Q(s, a) (Kostrikov et al. 2022)."""
+    iql_beta: float = 3.0
+    """IQL: inverse temperature of the advantage weights exp(beta (Q - V))."""
+    iql_max_weight: float = 100.0
+    """IQL: the advantage weights are clipped at this value (IQL's code: 100)."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.gamma < 1.0:
@@ -111,11 +128,15 @@ class SLMGACSettings:
             raise ValueError(f"tau must be in (0, 1], got {self.tau}")
         if not 0.0 <= self.epsilon <= 1.0:
             raise ValueError(f"epsilon must be in [0, 1], got {self.epsilon}")
-        for name in ("beta", "rpn_weight", "actor_weight"):
+        if not 0.0 < self.iql_expectile < 1.0:
+            raise ValueError(f"iql_expectile must be in (0, 1), got {self.iql_expectile}")
+        for name in ("beta", "rpn_weight", "actor_weight", "bcq_logit_reg", "sac_alpha",
+                     "td3_bc_alpha", "iql_beta"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("reward_scale", "huber_delta_s", "rho_huber_delta", "q_temperature", "lr",
-                     "embedding_lr", "hard_update_every"):
+                     "embedding_lr", "hard_update_every", "gumbel_temperature",
+                     "td3_policy_delay", "iql_max_weight"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         for name, allowed in (("target_mode", L.TARGET_MODES), ("actor_loss", L.ACTOR_LOSSES),
@@ -325,8 +346,9 @@ def _metrics(parts: L.SLMGACLoss, critic: torch.Tensor, rpn: torch.Tensor,
 
 
 def sl_mgac_loss(net: SLMGACNetwork, target: SLMGACNetwork, batch: dict[str, torch.Tensor],
-                 settings: SLMGACSettings) -> tuple[torch.Tensor, dict[str, float]]:
-    """Total loss L (Eq. 15) and metrics, running the online and target networks on the batch."""
+                 settings: SLMGACSettings, step: int = 0) -> tuple[torch.Tensor, dict[str, float]]:
+    """Total loss L (Eq. 15) and metrics, running the online and target networks on the batch
+    (``step``, the update count, is not read: the baselines' loss signature)."""
     check_batch(batch, net.spec)
     out = forward_state(net, batch)
     with torch.no_grad():
