@@ -17,3 +17,14 @@ def kuairand_pure_dir() -> Path:
     if not (KUAIRAND_PURE / "user_features_pure.csv").exists():
         pytest.skip(f"KuaiRand-Pure tables not found at {KUAIRAND_PURE} (../shared is absent)")
     return KUAIRAND_PURE
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny networks gain nothing from intra-op threads, which only contend on a shared box."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -17,13 +17,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from rliv_ray.algorithms.common.driver import fresh_out
 from rliv_ray.sweep import report
 from rliv_ray.sweep.config import SweepConfig, load_sweep
 from rliv_ray.sweep.space import trial_params
@@ -85,12 +85,7 @@ def _prepare_out(out: Path, config_file: Path, *, resume: bool, overwrite: bool)
                              "resume with the same file, or pass --overwrite to start again")
         state = out / STATE_FILE
         return json.loads(state.read_text()) if state.exists() else {}
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise FileExistsError(f"{out} is not empty: pass --resume to continue its sweep "
-                                  "or --overwrite to start again")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    fresh_out(out, overwrite=overwrite, what="sweep")
     (out / CONFIG_COPY).write_text(text)
     return {}
 

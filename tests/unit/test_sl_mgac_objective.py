@@ -249,14 +249,6 @@ def test_variants_change_what_they_name():
         variant("w/o everything", base)
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny networks gain nothing from intra-op threads, which only contend on a shared box."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def train(spec, settings, batch, steps, lr=1e-2):
     net, target = nets(spec)

@@ -300,14 +300,6 @@ def test_rows_without_a_live_stream_do_not_enter_the_actor_term(name):
 
 # --- learning on the one-step threshold world ------------------------------------------------
 
-@pytest.fixture
-def one_thread():
-    """Tiny networks gain nothing from intra-op threads, and on a busy machine lose a lot."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)

@@ -70,13 +70,18 @@ def prepare_out(out: Path, *, resume: bool, overwrite: bool) -> Resumed | None:
         if start is None:
             raise FileNotFoundError(f"{out}: no checkpoint to resume from")
         return start
+    fresh_out(out, overwrite=overwrite, what="training")
+    return None
+
+
+def fresh_out(out: Path, *, overwrite: bool, what: str) -> None:
+    """Make OUT an empty directory; a non-empty one is emptied only with ``overwrite``."""
     if out.exists() and any(out.iterdir()):
         if not overwrite:
-            raise FileExistsError(f"{out} is not empty: pass --resume to continue its "
-                                  "training or --overwrite to start again")
+            raise FileExistsError(f"{out} is not empty: pass --resume to continue its {what} "
+                                  "or --overwrite to start again")
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    return None
 
 
 SETTINGS_FILE = "training_fields.json"
