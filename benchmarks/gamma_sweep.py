@@ -22,19 +22,17 @@ import sys
 from pathlib import Path
 
 import matplotlib
-import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from rliv_ray.data import io  # noqa: E402
 from rliv_ray.data.ua_config import UAWorldConfig  # noqa: E402
-from rliv_ray.data.ua_lever import interval  # noqa: E402
 from rliv_ray.evaluation.report import LABELS  # noqa: E402
 from rliv_ray.evaluation.world import WorldEval, evaluate_policies  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from rliv_ua_world import paired_gain, pct  # noqa: E402
+from rliv_ua_world import paired_gain, pct, rollout_gain  # noqa: E402
 
 METRICS = ("session_length", "watch_time_min")
 
@@ -55,8 +53,7 @@ def margin(result: dict, specs: list[str], metric: str) -> dict:
     with one training seed over rollout seeds, (m_s - m_RM,s) / mean_s m_RM,s."""
     if len(specs) > 1:
         return paired_gain(result, specs, ["RankingModel"] * len(specs), metric)
-    ours, base = (np.asarray(result[s][metric]["values"]) for s in (specs[0], "RankingModel"))
-    return interval(list((ours - base) / base.mean()))
+    return rollout_gain(result, specs[0], "RankingModel", metric)
 
 
 def main() -> None:

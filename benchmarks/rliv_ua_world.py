@@ -71,6 +71,13 @@ def paired_gain(result: dict, better: list[str], worse: list[str], metric: str) 
     return interval(gains)
 
 
+def rollout_gain(result: dict, spec: str, base: str, metric: str) -> dict:
+    """One policy against another over rollout seeds s: (m_s - b_s) / mean_s b_s, mean and
+    95% interval (for reference policies, or a single training seed)."""
+    b = np.asarray(result[base][metric]["values"])
+    return interval(list((np.asarray(result[spec][metric]["values"]) - b) / b.mean()))
+
+
 def pct(stat: dict) -> str:
     return f"{100 * stat['mean']:+.1f}% [{100 * stat['low']:+.1f}, {100 * stat['high']:+.1f}]"
 
@@ -85,12 +92,8 @@ def render(result: dict, runs: dict, n_train: int, n_eval: int) -> str:
     lines.append("| RankingModel (value) | " + " | ".join(
         f"{base[m]['mean']:.4g}" for m in SHOWN) + " |")
     for name in REFERENCE[1:]:
-        cells = []
-        for m in SHOWN:
-            b = np.asarray(base[m]["values"])
-            cells.append(pct(interval(list((np.asarray(result[name][m]["values"]) - b)
-                                           / b.mean()))))
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append(f"| {name} | " + " | ".join(
+            pct(rollout_gain(result, name, "RankingModel", m)) for m in SHOWN) + " |")
     for variant, specs in runs.items():
         base = ["RankingModel"] * len(specs)
         lines.append(f"| RLIV-UA {variant} | " + " | ".join(
