@@ -133,7 +133,8 @@ def _short(metrics: dict) -> str:
     return " ".join(f"{k.split('/')[-1]}={metrics[k]:.3g}" for k in keys if k in metrics)
 
 
-def one_seed(args, seed: int, methods: list[str], results: dict, records: list) -> None:
+def one_seed(args, seed: int, methods: list[str], results: dict, greedy: dict,
+             records: list) -> None:
     started = time.perf_counter()
     world = LiveWorldConfig(n_users=args.users, days=args.days,
                             seed=args.world_seed if args.world_seed is not None else seed,
@@ -157,16 +158,22 @@ def one_seed(args, seed: int, methods: list[str], results: dict, records: list) 
               "population": pop, "cap": args.cap, "n_bootstrap": args.bootstrap,
               "kind": args.ncis_kind, "per_decision": args.per_decision, "gamma": args.eval_gamma}
 
-    def add(name: str, row: EvalRow, extra: dict) -> None:
-        results.setdefault(name, []).append(row)
-        records.append({"method": name, "seed": seed, **extra, **row.to_dict()})
-        print(f"  {name:>22}: NCIS {row.ncis_value:8.2f} (ESS {row.ess:6.1f})  true "
+    def add(name: str, row: EvalRow, extra: dict, epsilon: float = args.epsilon) -> None:
+        (results if epsilon == args.epsilon else greedy).setdefault(name, []).append(row)
+        records.append({"method": name, "seed": seed, "epsilon": epsilon, **extra,
+                        **row.to_dict()})
+        tag = "" if epsilon == args.epsilon else " (greedy)"
+        print(f"  {name:>22}{tag}: NCIS {row.ncis_value:8.2f} (ESS {row.ess:6.1f})  true "
               f"{row.true_value:8.2f} [{row.true_low:.1f}, {row.true_high:.1f}]  inject "
               f"{row.injection_ratio:.1%}  {extra.get('train_s', 0):.0f}s", flush=True)
 
-    add(LOGGING, evaluate(logging_policy(world), test_log=test_log, **common), {})
-    oracle = EpsilonGreedy(OraclePolicy(world.beta), args.epsilon)
-    add(ORACLE, evaluate(oracle, test_log=None, **common), {})
+    logged = evaluate(logging_policy(world), test_log=test_log, **common)
+    add(LOGGING, logged, {})
+    add(ORACLE, evaluate(EpsilonGreedy(OraclePolicy(world.beta), args.epsilon), test_log=None,
+                         **common), {})
+    if args.greedy:
+        add(LOGGING, logged, {}, 0.0)
+        add(ORACLE, evaluate(OraclePolicy(world.beta), test_log=None, **common), {}, 0.0)
     base_spec = SLMGACSpec(user_dim=data[S.USER_FEATURES].shape[1],
                            live_dim=data[S.LIVE_FEATURES].shape[1], groups=args.groups,
                            bin_source=args.bin_source)
@@ -196,6 +203,9 @@ def one_seed(args, seed: int, methods: list[str], results: dict, records: list) 
         add(name, evaluate(policy, test_log=test_log, **common),
             {"train_s": train_s, "eval_s": time.perf_counter() - t0 - train_s,
              "train_history": history})
+        if args.greedy:
+            add(name, evaluate(NetworkPolicy(net, edges, epsilon=0.0, probability=m.probability),
+                               test_log=test_log, **common), {"train_s": train_s}, 0.0)
 
 
 def _field_setting(cls):
@@ -244,6 +254,9 @@ def main() -> None:
                         help="method of the paired 'true - reference' column")
     parser.add_argument("--groups", type=int, default=6)
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="seeds are first-seed .. first-seed + seeds - 1 (split a long run "
+                             "over processes, then --merge)")
     parser.add_argument("--methods", default=DEFAULT_METHODS, help="comma-separated names")
     parser.add_argument("--updates", type=int, default=1_000)
     parser.add_argument("--batch", type=int, default=1024)
@@ -252,6 +265,9 @@ def main() -> None:
     parser.add_argument("--actor-loss", default=SETTINGS.actor_loss, choices=ACTOR_LOSSES)
     parser.add_argument("--bin-source", default=SLMGACSpec.bin_source, choices=BIN_SOURCES)
     parser.add_argument("--epsilon", type=float, default=0.2, help="Eq. 16 exploration")
+    parser.add_argument("--greedy", action="store_true",
+                        help="also score every trained policy and the oracle at epsilon 0 "
+                             "(a second table, table_greedy.md)")
     parser.add_argument("--eval-seeds", type=int, default=5, help="on-policy runs per policy")
     parser.add_argument("--truth-users", default="test", choices=("test", "all"),
                         help="users run on-policy for the true value (all: less noise, but "
@@ -285,9 +301,9 @@ def main() -> None:
                              "from the first folder that has them)")
     args = parser.parse_args()
     if args.merge:
-        results, header = merged(args.merge)
+        results, greedy, header = merged(args.merge)
         write(summarise(results, reference=args.reference), header, args, {"merged": [
-            str(d) for d in args.merge]}, [])
+            str(d) for d in args.merge]}, [], _greedy_rows(greedy, args.reference))
         return
     torch.set_num_threads(args.threads)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -295,15 +311,25 @@ def main() -> None:
         method(name)  # fail fast on a typo
     started = time.perf_counter()
     results: dict[str, list[EvalRow]] = {}
+    greedy: dict[str, list[EvalRow]] = {}
     records: list[dict] = []
-    for seed in range(args.seeds):
-        one_seed(args, seed, methods, results, records)
-    wall = time.perf_counter() - started
+    last = args.first_seed + args.seeds - 1
+    for seed in range(args.first_seed, last + 1):
+        one_seed(args, seed, methods, results, greedy, records)
+        if args.out is not None or seed == last:  # a partial table survives an interruption
+            finish(args, results, greedy, records, seed, time.perf_counter() - started)
+
+
+def finish(args, results, greedy, records, seed: int, wall: float) -> None:
+    """Tables of the seeds done so far (first_seed .. seed)."""
     rows = summarise(results, reference=args.reference)
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     world = "world seed = training seed" if args.world_seed is None else \
         f"world seed {args.world_seed}"
-    header = (f"{args.users} users x {args.days} days, {args.seeds} seeds ({world}"
+    done = seed - args.first_seed + 1
+    partial = "" if done == args.seeds else f" (partial: {done} of {args.seeds})"
+    header = (f"{args.users} users x {args.days} days, {done} seeds {args.first_seed}-{seed}"
+              f"{partial} ({world}"
               f"{''.join(f', {k}={v}' for k, v in args.world)}), {args.updates} "
               f"updates{''.join(f', {k}={v}' for k, v in args.setting)}, "
               f"batch {args.batch}, reward_scale {args.reward_scale}, "
@@ -312,7 +338,13 @@ def main() -> None:
               f"{args.epsilon}, {args.eval_seeds} on-policy runs per policy, terminal "
               f"{args.terminal}, discount {args.discount}, J discounted at {args.eval_gamma} "
               f"per request, wall {wall:.0f}s")
-    write(rows, header, args, {"settings": settings, "wall_s": wall}, records)
+    write(rows, header, args, {"settings": settings, "wall_s": wall}, records,
+          _greedy_rows(greedy, args.reference))
+
+
+def _greedy_rows(greedy: dict[str, list[EvalRow]], reference: str):
+    return summarise(greedy, reference=reference if reference in greedy else None) \
+        if greedy else None
 
 
 def learning_curves(records: list[dict]) -> dict[str, dict]:
@@ -353,11 +385,14 @@ def plot_curves(curves: dict[str, dict], path: Path) -> None:
     plt.close(fig)
 
 
-def write(rows, header: str, args, extra: dict, records: list[dict]) -> None:
-    """Print the table; with ``--out`` also write table.json (runs included), table.md and,
-    with learning curves, curves.png."""
+def write(rows, header: str, args, extra: dict, records: list[dict], greedy=None) -> None:
+    """Print the table (and the epsilon-0 one); with ``--out`` also write table.json (runs
+    included), table.md, table_greedy.md and, with learning curves, curves.png."""
     print(header)
     print(render_text(rows, args.reference))
+    if greedy is not None:
+        print("greedy (epsilon 0):")
+        print(render_text(greedy, args.reference))
     curves = learning_curves(records)
     for name, c in curves.items():
         print(f"  {name}: NCIS stops at {c['stop_ncis']}, truth at {c['stop_true']} "
@@ -366,20 +401,26 @@ def write(rows, header: str, args, extra: dict, records: list[dict]) -> None:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "table.json").write_text(json.dumps(_clean(
             {**extra, "header": header, "table": to_records(rows), "curves": curves,
+             "table_greedy": None if greedy is None else to_records(greedy),
              "runs": records}), indent=1, default=float))
         (args.out / "table.md").write_text(f"{header}\n\n{render_markdown(rows, args.reference)}\n")
+        if greedy is not None:
+            (args.out / "table_greedy.md").write_text(
+                f"{header}; scored at epsilon 0\n\n{render_markdown(greedy, args.reference)}\n")
         if curves:
             plot_curves(curves, args.out / "curves.png")
 
 
-_SAME_SETTINGS = ("users", "days", "history", "beta", "world_seed", "world", "groups", "seeds",
+_SAME_SETTINGS = ("users", "days", "history", "beta", "world_seed", "world", "groups",
                   "epsilon", "eval_seeds", "truth_users", "cap", "ncis_kind", "eval_gamma",
                   "terminal")
 
 
-def merged(dirs: list[Path]) -> tuple[dict[str, list[EvalRow]], str]:
-    """Method -> rows (one per seed) from several output folders, and a combined header."""
+def merged(dirs: list[Path]) -> tuple[dict[str, list[EvalRow]], dict[str, list[EvalRow]], str]:
+    """Method -> rows (one per seed) at the table's epsilon and at epsilon 0 (runs of
+    ``--greedy``) from several output folders, and a combined header."""
     by_method: dict[str, dict[int, EvalRow]] = {}
+    greedy: dict[str, dict[int, EvalRow]] = {}
     first, headers = None, []
     for folder in dirs:
         data = json.loads((folder / "table.json").read_text())
@@ -389,9 +430,13 @@ def merged(dirs: list[Path]) -> tuple[dict[str, list[EvalRow]], str]:
         first = same
         headers.append(data.get("header") or (folder / "table.md").read_text().splitlines()[0])
         for run in data["runs"]:
-            by_method.setdefault(run["method"], {}).setdefault(run["seed"], EvalRow.from_dict(run))
-    results = {name: [rows[s] for s in sorted(rows)] for name, rows in by_method.items()}
-    return results, "merged from:\n" + "\n".join(f"- {h}" for h in headers)
+            into = by_method if run.get("epsilon", same["epsilon"]) == same["epsilon"] else greedy
+            into.setdefault(run["method"], {}).setdefault(run["seed"], EvalRow.from_dict(run))
+
+    def by_seed(table: dict[str, dict[int, EvalRow]]) -> dict[str, list[EvalRow]]:
+        return {name: [rows[s] for s in sorted(rows)] for name, rows in table.items()}
+    return by_seed(by_method), by_seed(greedy), "merged from:\n" + "\n".join(
+        f"- {h}" for h in headers)
 
 
 if __name__ == "__main__":
