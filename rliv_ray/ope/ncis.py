@@ -66,17 +66,26 @@ import pyarrow as pa
 from rliv_ray import schema as S
 from rliv_ray.data.live_metrics import allocation_rewards
 from rliv_ray.grouping import group_starts
+from rliv_ray.ope.common import DEFAULT_BOOTSTRAP, bootstrap_interval, check_options
+from rliv_ray.ope.weights import (
+    cumulative_log_ratios,
+    is_empty,
+    log_kish_ess,
+    log_step_denominators,
+    shares,
+    trajectory_layout,
+)
+from rliv_ray.ope.weights import log as _log
+from rliv_ray.ope.weights import logsumexp as _logsumexp
 
-__all__ = ["DEFAULT_CAP", "DEFAULT_KIND", "KINDS", "NCISEstimate", "evaluate_policy_ncis", "ncis",
-           "ncis_steps", "resolve_log_cap", "step_ratios"]
+__all__ = ["DEFAULT_BOOTSTRAP", "DEFAULT_CAP", "DEFAULT_KIND", "KINDS", "NCISEstimate",
+           "evaluate_policy_ncis", "ncis", "ncis_steps", "resolve_log_cap", "step_ratios"]
 
 DEFAULT_CAP: float | str = 10.0
 """Default c = 10: ten times the expected trajectory weight E_beta[W] = 1, the middle of the
 values EQUATIONS.md 3 suggests (5, 10, 100). Fixed rather than a quantile so that every policy
 is scored with the same rule. On the live world (benchmarks/ncis_accuracy.py) it is as good as
 any cap for targets near the logging policy; no cap rescues targets far from it."""
-DEFAULT_BOOTSTRAP = 200
-"""Bootstrap resamples of trajectories for the confidence interval (0: no interval)."""
 KINDS = ("trajectory", "per_decision", "stepwise")
 DEFAULT_KIND = "stepwise"
 """The step-wise form: on the live world it is within 10% of the true value for every target
@@ -151,57 +160,13 @@ def _cap_value(cap: float | str, log_cap: float) -> float:
     return float(cap) if not isinstance(cap, str) else math.exp(log_cap)
 
 
-def _log(values: np.ndarray) -> np.ndarray:
-    with np.errstate(divide="ignore"):
-        return np.log(values)
-
-
-def _logsumexp(values: np.ndarray) -> float:
-    top = values.max(initial=-np.inf)
-    if not np.isfinite(top):
-        return float(top)
-    return float(top + np.log(np.exp(values - top).sum()))
-
-
-def _group_logsumexp(values: np.ndarray, groups: np.ndarray, n_groups: int) -> np.ndarray:
-    """log sum exp(values) per group id in [0, n_groups), -inf for empty groups."""
-    top = np.full(n_groups, -np.inf)
-    np.maximum.at(top, groups, values)
-    shift = np.where(np.isfinite(top), top, 0.0)
-    sums = np.bincount(groups, weights=np.exp(values - shift[groups]), minlength=n_groups)
-    return _log(sums) + shift
-
-
-def _ess(log_weights: np.ndarray) -> float:
-    """(sum w)^2 / sum w^2 from log w, without leaving log space."""
-    total = _logsumexp(log_weights)
-    if not np.isfinite(total):
-        return 0.0
-    return float(np.exp(2 * total - _logsumexp(2 * log_weights)))
-
-
-def _trajectory_value(log_w: np.ndarray, returns: np.ndarray) -> float:
-    """sum_i w_i G_i / sum_i w_i with w = exp(log_w); nan if every weight is 0."""
-    total = _logsumexp(log_w)
-    if not np.isfinite(total):
-        return math.nan
-    return float(np.exp(log_w - total) @ returns)
-
-
 def _bootstrap(value_fn: Callable[[np.ndarray], float], n: int, n_bootstrap: int, seed: int,
                level: float) -> tuple[float, float]:
     """Percentile interval of ``value_fn(log k)`` over resamples of the n trajectories, k_i =
     how often trajectory i is drawn (a weighted estimator with multiplicity k_i is the
-    estimator on the resample)."""
-    if n_bootstrap == 0:
-        return math.nan, math.nan
-    rng = np.random.default_rng(seed)
-    values = np.array([value_fn(_log(np.bincount(rng.integers(0, n, n), minlength=n)))
-                       for _ in range(n_bootstrap)])
-    tail = (1 - level) / 2
-    low, high = np.nanquantile(values, [tail, 1 - tail]) if np.isfinite(values).any() \
-        else (math.nan, math.nan)
-    return float(low), float(high)
+    estimator on the resample; :func:`rliv_ray.ope.common.bootstrap_interval`)."""
+    return bootstrap_interval(lambda k: value_fn(_log(k)), n, n_bootstrap=n_bootstrap,
+                              seed=seed, level=level)
 
 
 def _bootstrapped(value_fn: Callable[[np.ndarray], float], n: int, empty: str, *,
@@ -214,11 +179,12 @@ def _bootstrapped(value_fn: Callable[[np.ndarray], float], n: int, empty: str, *
     return (estimate, *_bootstrap(value_fn, n, n_bootstrap, seed, level))
 
 
-def _check_options(n_bootstrap: int, level: float) -> None:
-    if n_bootstrap < 0:
-        raise ValueError(f"n_bootstrap must be >= 0, got {n_bootstrap}")
-    if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level}")
+def _trajectory_value(log_w: np.ndarray, returns: np.ndarray) -> float:
+    """sum_i w_i G_i / sum_i w_i with w = exp(log_w); nan if every weight is 0."""
+    total = _logsumexp(log_w)
+    if not np.isfinite(total):
+        return math.nan
+    return float(np.exp(log_w - total) @ returns)
 
 
 def ncis(returns, *, log_weights=None, weights=None, cap: float | str = DEFAULT_CAP,
@@ -246,7 +212,7 @@ def ncis(returns, *, log_weights=None, weights=None, cap: float | str = DEFAULT_
         raise ValueError("returns must be finite")
     if np.isnan(log_weights).any() or (log_weights == np.inf).any():
         raise ValueError("log_weights must be finite or -inf")
-    _check_options(n_bootstrap, level)
+    check_options(n_bootstrap, level)
     log_cap = resolve_log_cap(cap, log_weights)
     capped = np.minimum(log_weights, log_cap)
     value = _trajectory_value(capped, returns)
@@ -256,21 +222,8 @@ def ncis(returns, *, log_weights=None, weights=None, cap: float | str = DEFAULT_
     low, high = _bootstrap(lambda log_k: _trajectory_value(capped + log_k, returns),
                            len(returns), n_bootstrap, seed, level)
     return NCISEstimate(value, low, high, _cap_value(cap, log_cap),
-                        float(np.mean(log_weights > log_cap)), _ess(capped),
-                        _ess(log_weights), len(returns), "trajectory")
-
-
-def _cumulative_log_ratios(ratios: np.ndarray, start_idx: np.ndarray,
-                           traj: np.ndarray) -> np.ndarray:
-    """log prod_{t' <= t} rho_{i,t'} per row (rows sorted by trajectory, then time); -inf from
-    a trajectory's first zero ratio on."""
-    zero = ratios == 0
-    logs = np.log(np.where(zero, 1.0, ratios))
-    summed = np.cumsum(logs)
-    within = summed - (summed - logs)[start_idx][traj]
-    zeros = np.cumsum(zero)
-    seen_zero = zeros - (zeros - zero)[start_idx][traj] > 0
-    return np.where(seen_zero, -np.inf, within)
+                        float(np.mean(log_weights > log_cap)), log_kish_ess(capped),
+                        log_kish_ess(log_weights), len(returns), "trajectory")
 
 
 def _per_decision_value(log_w: np.ndarray, log_w_last: np.ndarray, traj: np.ndarray,
@@ -278,16 +231,10 @@ def _per_decision_value(log_w: np.ndarray, log_w_last: np.ndarray, traj: np.ndar
                         log_k: np.ndarray) -> float:
     """sum_t sum_i w_{i,t} gamma^t r_{i,t} / sum_i w_{i,t}, ended trajectories keeping their
     last weight (times multiplicity k_i); nan if every weight is 0."""
-    horizon = int(length.max())
-    rows = log_w + log_k[traj]
-    alive = _group_logsumexp(rows, pos, horizon)  # (T,) log sum over trajectories at step t
-    ended_at = _group_logsumexp(log_w_last + log_k, length, horizon + 1)[:horizon]
-    denominator = np.logaddexp(alive, np.logaddexp.accumulate(ended_at))  # (T,)
-    if not np.isfinite(denominator[0]):
+    denominator = log_step_denominators(log_w, log_w_last, traj, pos, length, log_k)  # (T,)
+    if is_empty(denominator[0]):
         return math.nan
-    with np.errstate(invalid="ignore"):
-        share = np.exp(rows - denominator[pos])  # nan only where rows = denominator = -inf
-    return float(np.where(np.isnan(share), 0.0, share) @ discounted)
+    return float(shares(log_w + log_k[traj], denominator[pos]) @ discounted)
 
 
 def _check_steps(rewards: np.ndarray, ratios: np.ndarray, starts: np.ndarray) -> None:
@@ -325,8 +272,8 @@ def _stepwise(discounted: np.ndarray, ratios: np.ndarray, start_idx: np.ndarray,
         value, len(start_idx), "every step has importance weight 0: the target policy never "
         "takes a logged action", n_bootstrap=n_bootstrap, seed=seed, level=level)
     return NCISEstimate(estimate, low, high, _cap_value(cap, log_cap),
-                        float(np.mean(log_ratios > log_cap)), _ess(_log(capped)),
-                        _ess(log_ratios), len(start_idx), "stepwise")
+                        float(np.mean(log_ratios > log_cap)), log_kish_ess(_log(capped)),
+                        log_kish_ess(log_ratios), len(start_idx), "stepwise")
 
 
 def ncis_steps(rewards, ratios, starts, *, kind: str = DEFAULT_KIND,
@@ -348,16 +295,13 @@ def ncis_steps(rewards, ratios, starts, *, kind: str = DEFAULT_KIND,
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     if not 0 <= gamma <= 1:
         raise ValueError(f"gamma must be in [0, 1], got {gamma}")
-    _check_options(n_bootstrap, level)
-    start_idx = np.flatnonzero(starts)
-    traj = np.cumsum(starts) - 1  # (n,) trajectory of each row
-    pos = np.arange(len(rewards)) - start_idx[traj]  # (n,) t within the trajectory
-    length = np.diff(np.append(start_idx, len(rewards)))  # (N,)
+    check_options(n_bootstrap, level)
+    start_idx, traj, pos, length = trajectory_layout(starts)  # (N,), (n,), (n,), (N,)
     discounted = rewards * gamma**pos
     if kind == "stepwise":
         return _stepwise(discounted, ratios, start_idx, cap=cap, n_bootstrap=n_bootstrap,
                          seed=seed, level=level)
-    log_w = _cumulative_log_ratios(ratios, start_idx, traj)
+    log_w = cumulative_log_ratios(ratios, start_idx, traj)
     last = start_idx + length - 1
     if kind == "trajectory":
         return ncis(np.add.reduceat(discounted, start_idx), log_weights=log_w[last], cap=cap,
@@ -374,7 +318,8 @@ def ncis_steps(rewards, ratios, starts, *, kind: str = DEFAULT_KIND,
         seed=seed, level=level)
     return NCISEstimate(estimate, low, high, _cap_value(cap, log_cap),
                         float(np.mean(log_w > log_cap)),
-                        _ess(capped[last]), _ess(log_w[last]), len(start_idx), "per_decision")
+                        log_kish_ess(capped[last]), log_kish_ess(log_w[last]), len(start_idx),
+                        "per_decision")
 
 
 LogTable = pa.Table | pd.DataFrame | dict
