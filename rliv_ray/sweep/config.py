@@ -185,6 +185,10 @@ class Evaluation:
     cap: float = 10.0
     """SL-MGAC: the NCIS weight cap."""
     ncis_kind: str = "stepwise"
+    gamma: float = 1.0
+    """SL-MGAC: J (NCIS and the truth) discounted by gamma per request; 1 = undiscounted. Set
+    it to the trained objective's gamma to select under the objective ``rliv check-live-world``
+    checks."""
     users: int = 50
     """RLIV-UA: users of the world rollouts that trials report (the selection metric)."""
     seeds: int = 1
@@ -199,6 +203,8 @@ class Evaluation:
     def __post_init__(self) -> None:
         if not 0 <= self.epsilon <= 1:
             _fail(f"evaluation.epsilon must be in [0, 1], got {self.epsilon}")
+        if not 0 < self.gamma <= 1:
+            _fail(f"evaluation.gamma must be in (0, 1], got {self.gamma}")
         if not self.cap > 0:
             _fail(f"evaluation.cap must be > 0, got {self.cap}")
         if self.ncis_kind not in NCIS_KINDS:

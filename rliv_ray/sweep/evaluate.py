@@ -75,7 +75,8 @@ def _ncis(config: SweepConfig, samples: str, policy: Path) -> dict:
     ev = config.evaluation
     world_config, test_log, _ = _held_out(samples)
     (estimate,) = ncis_estimates(_network_policy(config, policy), test_log, (ev.ncis_kind,),
-                                 beta=world_config.beta, cap=ev.cap, n_bootstrap=0)
+                                 beta=world_config.beta, cap=ev.cap, gamma=ev.gamma,
+                                 n_bootstrap=0)
     return {"eval/ncis": estimate.value, "eval/ncis_ess": estimate.effective_sample_size}
 
 
@@ -86,7 +87,7 @@ def _live_truth(config: SweepConfig, samples: str, policy: Path) -> dict:
     users = np.unique(test_log["user_id"].to_numpy())
     row = evaluate(_network_policy(config, policy), world_config=world_config, test_log=None,
                    users=users, seeds=tuple(range(config.evaluation.truth_seeds)),
-                   population=population, n_bootstrap=0)
+                   population=population, n_bootstrap=0, gamma=config.evaluation.gamma)
     return {"truth/value": row.true_value, "truth/low": row.true_low,
             "truth/high": row.true_high, "truth/injection_ratio": row.injection_ratio}
 

@@ -96,6 +96,7 @@ def test_a_valid_config():
     ({"data__path": "x"}, "data needs exactly one of 'path'"),
     ({"scheduler": {"type": "pbt"}}, "scheduler.type must be one of"),
     ({"evaluation": {"ncis_kind": "plain"}}, "evaluation.ncis_kind must be one of"),
+    ({"evaluation": {"gamma": 0}}, "evaluation.gamma must be in (0, 1], got 0"),
     ({"name": "a b"}, "name must hold only"),
 ])
 def test_bad_configs_get_one_line(changes, expected):
