@@ -44,12 +44,12 @@ def error_of(data) -> str:
     return message
 
 
-@pytest.mark.parametrize("name", ["sl_mgac_small", "sl_mgac_full", "rliv_ua_small"])
+@pytest.mark.parametrize("name", sorted(p.stem for p in TUNE.glob("*.yaml")))
 def test_shipped_configs_parse(name):
     config = load_sweep(TUNE / f"{name}.yaml")
     assert config.name == name
     assert config.metric.startswith("eval/")
-    assert {d.name for d in config.search} >= {"gamma"}
+    assert config.search
 
 
 def test_the_default_sweep_has_four_trials_over_gamma_and_k():
