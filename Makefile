@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 DEMO := demo_out
 DEMO_TRACKING := sqlite:///$(abspath $(DEMO))/mlflow.db
 
-.PHONY: demo test install chromium mlflow-ui lint bench-generate bench-samples bench-learners bench-peer clean
+.PHONY: demo test install chromium obd mlflow-ui lint bench-generate bench-samples bench-learners bench-peer clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,20 @@ chromium:
 	@command -v chromium >/dev/null 2>&1 || { apt-get update && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; } || \
 		{ echo "make chromium: could not install Chromium; install it (e.g. apt-get install chromium) and rerun" >&2; exit 1; }
+
+# The Open Bandit Dataset sample for the OBD check (tests/unit/test_obd.py,
+# benchmarks/obd_bts.py): obp 0.4.1's wheel from PyPI, its SHA-256 checked; only the OBD CSVs,
+# the BTS prior and obp's licence are extracted, into .cache/obd (gitignored). obp itself is
+# never installed. A no-op once extracted.
+OBD_CACHE := .cache/obd
+OBD_WHEEL := $(OBD_CACHE)/obp-0.4.1-py3-none-any.whl
+OBD_DIR := $(OBD_CACHE)/obp-0.4.1
+$(OBD_DIR)/SOURCE.txt: rliv_ray/data/obd.py | $(STAMP)
+	test -f $(OBD_WHEEL) || $(PY) -m pip download --quiet --disable-pip-version-check \
+		--no-deps --only-binary=:all: --dest $(OBD_CACHE) obp==0.4.1
+	$(PY) -m rliv_ray.data.obd extract $(OBD_WHEEL) $(OBD_DIR)
+
+obd: $(OBD_DIR)/SOURCE.txt
 
 # The main job end to end on the embedded synthetic world, tracked in a local MLflow store.
 demo: $(STAMP)
@@ -53,7 +67,7 @@ mlflow-ui: $(STAMP)
 	$(RLIV) ui --tracking-uri $(DEMO_TRACKING) --port $(PORT)
 
 # The whole suite: unit, ray and slow tiers.
-test: $(STAMP) chromium
+test: $(STAMP) chromium obd
 	$(PY) -m pytest
 
 lint: $(STAMP)

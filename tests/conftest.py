@@ -1,7 +1,9 @@
-"""Shared fixtures: the ``../shared`` data folder and small synthetic logs."""
+"""Shared fixtures: the ``../shared`` data folder, the Open Bandit Dataset sample and small
+synthetic logs."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,20 @@ def kuairand_pure_dir() -> Path:
     if not (KUAIRAND_PURE / "user_features_pure.csv").exists():
         pytest.skip(f"KuaiRand-Pure tables not found at {KUAIRAND_PURE} (../shared is absent)")
     return KUAIRAND_PURE
+
+
+@pytest.fixture(scope="session")
+def obd_root() -> Path:
+    """The Open Bandit Dataset sample that ``make obd`` extracts (``make test`` runs it first).
+    Without it the test skips, except under CI=true, where it fails: CI never skips silently."""
+    from rliv_ray.data.obd import is_available, obd_dir
+
+    if not is_available():
+        reason = f"Open Bandit Dataset sample not found at {obd_dir()}: run `make obd`"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{reason} (CI=true: missing data fails here, never skips)")
+        pytest.skip(reason)
+    return obd_dir()
 
 
 @pytest.fixture
