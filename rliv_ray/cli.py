@@ -368,18 +368,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from rliv_ray.data.io import OutputExistsError
     from rliv_ray.data.validate import LogValidationError
+    from rliv_ray.tensor_files import DataFileError
 
     try:
         return args.func(args)
-    except LogValidationError as err:
+    except (LogValidationError, DataFileError) as err:
         print(f"rliv {args.command}: error: {err}", file=sys.stderr)
         return EXIT_INVALID
     except CLIError as err:
         print(f"rliv {args.command}: error: {err}", file=sys.stderr)
         return err.code
-    except (OutputExistsError, FileNotFoundError, ValueError) as err:
+    except (FileExistsError, FileNotFoundError, ValueError) as err:  # OUT, settings
         print(f"rliv {args.command}: error: {err}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -84,7 +84,7 @@ def _policies(texts: list[str] | None) -> dict[str, str]:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import json
 
-    from rliv_ray.cli import EXIT_USAGE, CLIError
+    from rliv_ray.cli import EXIT_INVALID, EXIT_USAGE, CLIError
     from rliv_ray.data import io
     from rliv_ray.data.ua_config import UAWorldConfig
     from rliv_ray.data.ua_lever import format_comparison
@@ -93,6 +93,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from rliv_ray.evaluation.report import TABLE1, TABLE2, write_report
     from rliv_ray.evaluation.sim_model import is_simulator
     from rliv_ray.evaluation.world import WorldEval, evaluate_policies, load_simulator
+    from rliv_ray.outdir import check_not_input
+    from rliv_ray.tensor_files import DataFileError
     from rliv_ray.tracking import tracking_run
 
     policies = _policies(args.policy)
@@ -101,6 +103,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                        f"{list(policies)}")
     if not Path(args.world).is_dir():
         raise CLIError(f"{args.world}: no such directory")
+    if args.out:
+        check_not_input(args.out, [args.world])
     simulator = str(Path(args.world).resolve()) if is_simulator(args.world) else None
     world = (world_config(load_simulator(simulator)).to_dict() if simulator
              else io.read_manifest(args.world).get("world"))
@@ -119,8 +123,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         by_spec = evaluate_policies(setup, list(dict.fromkeys(policies.values())),
                                     workers=args.workers, address=args.address,
                                     progress=not args.quiet)
-    except PolicyError as err:
-        raise CLIError(str(err), EXIT_USAGE) from err
+    except PolicyError as err:  # a crafted or corrupt policy file is invalid data
+        raise CLIError(str(err), EXIT_INVALID if isinstance(err, DataFileError)
+                       else EXIT_USAGE) from err
     result = {label: by_spec[spec] for label, spec in policies.items()}
     seconds = time.perf_counter() - began
     where = f"learned simulator {args.world}" if simulator else f"world {args.world}"
@@ -162,7 +167,8 @@ def cmd_fit_simulator(args: argparse.Namespace) -> int:
         raise CLIError(f"invalid simulator setting: {err}", EXIT_USAGE) from err
     progress = (lambda _: None) if args.quiet else print
     began = time.perf_counter()
-    with io.atomic_output_dir(args.out, overwrite=args.overwrite) as out, one_torch_thread():
+    with io.atomic_output_dir(args.out, overwrite=args.overwrite, inputs=[args.log]) as out, \
+            one_torch_thread():
         try:
             sim = fit_from_log(args.log, config, progress)
         except (FileNotFoundError, ValueError) as err:

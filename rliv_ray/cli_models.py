@@ -197,6 +197,7 @@ def _train_sl_mgac(args: argparse.Namespace, settings_for):
 def cmd_train(args: argparse.Namespace) -> int:
     from rliv_ray.algorithms.common.driver import TrainSettings
     from rliv_ray.offline.prelearner import ShardError
+    from rliv_ray.tensor_files import DataFileError
     from rliv_ray.train_loop import LoopSettings, TrainingDiverged
 
     def settings_for(preset: dict) -> TrainSettings:
@@ -209,7 +210,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     try:
         report = args.train(args, settings_for)
-    except ShardError as err:  # before ValueError, its base: the data is invalid
+    except (ShardError, DataFileError) as err:  # before ValueError, their base: invalid data
         return _fail(str(err), EXIT_INVALID)
     except (FileExistsError, FileNotFoundError, ValueError) as err:  # settings or OUT
         return _fail(str(err), EXIT_USAGE)
@@ -229,6 +230,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_rerank(args: argparse.Namespace) -> int:
     from rliv_ray.serving import ServingConfig, load_scorer
+    from rliv_ray.tensor_files import DataFileError
 
     towers = dict(_tower_weight(t) for t in args.tower) if args.tower else None
     try:
@@ -236,6 +238,8 @@ def cmd_rerank(args: argparse.Namespace) -> int:
         scorer = load_scorer(args.scorer, config)
         user, authors, states, scores = _request_from_shards(args.samples, args.user,
                                                              args.candidates)
+    except DataFileError as err:  # a crafted or corrupt scorer file
+        return _fail(str(err), EXIT_INVALID, "rerank")
     except (ValueError, FileNotFoundError) as err:
         return _fail(str(err), EXIT_USAGE, "rerank")
     ranking = scorer.rank(user, authors, states, scores)
@@ -292,12 +296,18 @@ def _request_from_shards(samples: str, user: int | None, candidates: int
 def cmd_evaluate_ope(args: argparse.Namespace) -> int:
     from rliv_ray.ope.runs import evaluate_runs, write_table
     from rliv_ray.ope.table import render_text, to_records
+    from rliv_ray.outdir import check_not_input
+    from rliv_ray.tensor_files import DataFileError
     from rliv_ray.tracking import tracking_run
 
     cap = args.cap if args.cap.startswith("quantile:") else float(args.cap)
+    if args.out:
+        check_not_input(args.out, [args.samples, *args.runs])
     try:
         rows = evaluate_runs(args.samples, args.runs, seeds=range(args.seeds),
                              epsilon=args.epsilon, cap=cap, kind=args.ncis_kind)
+    except DataFileError as err:  # a crafted or corrupt policy.pt
+        return _fail(str(err), EXIT_INVALID, "evaluate-ope")
     except (ValueError, FileNotFoundError) as err:
         return _fail(str(err), EXIT_USAGE, "evaluate-ope")
     print(render_text(rows))

@@ -14,38 +14,31 @@ other towers or a weighted mix of their Q (for example follow 0.5 + gift 0.5 for
 other reading of 2.1(l)) and another epsilon. Only the chosen towers' heads are evaluated: all
 four towers cost about four times as much.
 
-**Export format** (``FORMAT_VERSION`` 2): one TorchScript file written by
-:func:`export_scorer` with ``torch.jit.trace`` (the trace is checked at other candidate
-counts and tower sets, and a ``TracerWarning`` is an error). Its ``forward`` is
+**Export format** (``FORMAT_VERSION`` 3): one file of tensors and JSON written by
+:func:`export_scorer` (``torch.save`` of ``{"meta": JSON string, "state_dict": the network's
+tensors}``) and read by :func:`read_meta` with ``torch.load(weights_only=True)``: reading it
+never runs code from the file (:mod:`rliv_ray.tensor_files`). ``meta`` holds ``format_version``,
+``scoring`` (``tower_q``: RLIV-UA's critics; ``nearest_weight``: the TD3 baselines' actor),
+``spec`` (the network's fields), ``towers``, ``gamma``, ``state_dim``, ``n_actions``,
+``action_grid`` (``weights``, ``c``, ``w``, ``b``), ``serving_tower`` (one of ``towers``) and
+``epsilon`` (the default serving exploration). :func:`read_meta` rebuilds the network with
+rliv_ray's own classes and returns a module with :class:`TowerQ`'s signature
 
     forward(user_id (N,) int64, author_id (N,) int64, state (N, state_dim) float32,
             tower_index (T',) int64) -> (T', N, A) float32:  min_k Q_l^k for the towers
             meta["towers"][tower_index], with gamma baked in
 
-and the extra file ``rliv_meta.json`` holds ``format_version``, ``towers``, ``gamma``,
-``state_dim``, ``n_actions``, ``action_grid`` (``weights``, ``c``, ``w``, ``b``),
-``serving_tower`` (one of ``towers``) and ``epsilon`` (the default serving exploration).
-Version 1 files, which lack the last two, still load; serving one then needs a config that names
-its towers and epsilon, else it fails with a message saying so. It loads without rliv_ray:
-
-    import json, torch
-    extra = {"rliv_meta.json": ""}
-    module = torch.jit.load(path, map_location="cpu", _extra_files=extra)
-    meta = json.loads(extra["rliv_meta.json"])
-    with torch.inference_mode():
-        q = module(user_ids, author_ids, states, torch.arange(len(meta["towers"])))
-
-``torch.jit`` is deprecated from torch 2.13 (it still works; ``torch.export`` is its successor).
+Versions 1 and 2 were TorchScript files: they are refused (TorchScript is code). To serve
+without rliv_ray, :func:`rliv_ray.serving_torchscript.export_torchscript` writes the same module
+as TorchScript, a deployment artefact that rliv-ray itself never reads back.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -54,15 +47,13 @@ from torch import nn
 
 from rliv_ray.actions import ActionGrid
 from rliv_ray.algorithms.rliv_ua.losses import clipped_double_q
-from rliv_ray.algorithms.rliv_ua.network import Heads, RLIVUANetwork
+from rliv_ray.algorithms.rliv_ua.network import Heads, NetworkSpec, RLIVUANetwork
 from rliv_ray.schema import LABELS
+from rliv_ray.tensor_files import DataFileError, load_meta_file, save_tensors, to_json, why
 
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, FORMAT_VERSION)
-"""Version 1 lacks ``serving_tower`` and ``epsilon``; everything else is the same."""
-META_FILE = "rliv_meta.json"
-TRACE_CANDIDATES = (7, 1, 13)
-"""Candidate counts the export traces with (first) and checks the trace against (others)."""
+FORMAT_VERSION = 3
+"""Versions 1 and 2 were TorchScript files, which hold code: they are no longer read."""
+SCORINGS = ("tower_q", "nearest_weight")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -273,35 +264,33 @@ def _check_model(net: RLIVUANetwork, gamma: float, grid: ActionGrid) -> None:
                          f"{net.spec.n_actions}")
 
 
-def _trace_inputs(net: RLIVUANetwork, n_towers: int) -> list[tuple[torch.Tensor, ...]]:
-    """Inputs to trace with (the first) and to check the trace against: other candidate
-    counts and tower subsets, first contacts and repeat pairs, so every gap path runs."""
-    tower_sets = (torch.arange(n_towers), torch.tensor([n_towers - 1]),
-                  torch.arange(n_towers).flip(0))
-    inputs = []
-    for n, tower_index in zip(TRACE_CANDIDATES, tower_sets, strict=True):
-        g = torch.Generator().manual_seed(n)
-        state = torch.randn(n, net.spec.state_dim, generator=g)
-        state[:, net.spec.gap_index] = torch.log1p(torch.arange(n, dtype=torch.float32))
-        state[:, net.spec.gap_index + 1] = (torch.arange(n) == 0).float()
-        inputs.append((torch.full((n,), 3, dtype=torch.int64), torch.arange(n) * 7919, state,
-                       tower_index))
-    return inputs
+def scoring_module(scoring: str, net: nn.Module, gamma: float,
+                    towers: tuple[str, ...]) -> nn.Module:
+    """The module that scores a request, ``(user_id, author_id, state, tower_index) ->
+    (T', N, A)``: :class:`TowerQ` of RLIV-UA's critics, or the TD3 actor's nearest grid
+    weight."""
+    if scoring == "tower_q":
+        return TowerQ(net, gamma, towers)
+    if scoring == "nearest_weight":
+        from rliv_ray.algorithms.td3.network import NearestWeightScore
+
+        return NearestWeightScore(net)
+    raise ValueError(f"scoring must be one of {SCORINGS}, got {scoring!r}")
 
 
-def export_scorer(net: RLIVUANetwork, path: str | os.PathLike, *, gamma: float,
-                  grid: ActionGrid, serving_tower: str, epsilon: float,
-                  towers: tuple[str, ...] | None = None,
-                  scoring_module: nn.Module | None = None) -> Path:
-    """Write ``net``'s serving Q of ``towers`` (default: all) as one TorchScript file, with the
-    model's ``serving_tower`` and ``epsilon`` as the defaults of whoever serves it.
+def _network(scoring: str, spec: dict) -> nn.Module:
+    """An untrained network of the exported spec (lists back to the spec's tuples)."""
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()}
+    if scoring == "nearest_weight":
+        from rliv_ray.algorithms.td3.network import TD3Network, TD3Spec
 
-    See the module docstring for the format. The trace is checked against eager outputs at
-    other candidate counts and tower subsets, so no shape is baked in. ``scoring_module``
-    replaces :class:`TowerQ` with another module of its signature over ``net`` (the TD3
-    baselines' nearest-grid-weight scores); ``net.spec`` then needs ``towers``, ``state_dim``,
-    ``gap_index`` and ``n_actions``.
-    """
+        return TD3Network(TD3Spec(**fields))
+    return RLIVUANetwork(NetworkSpec(**fields))
+
+
+def check_export(net: nn.Module, *, gamma: float, grid: ActionGrid, serving_tower: str,
+                 epsilon: float, towers: tuple[str, ...] | None) -> tuple[str, ...]:
+    """The exported towers (default: all of the network's); ValueError naming a bad one."""
     _check_model(net, gamma, grid)
     towers = tuple(towers) if towers is not None else net.spec.towers
     if serving_tower not in towers:
@@ -309,47 +298,55 @@ def export_scorer(net: RLIVUANetwork, path: str | os.PathLike, *, gamma: float,
                          f"{towers}")
     if not 0.0 <= epsilon <= 1.0:
         raise ValueError(f"epsilon must be in [0, 1], got {epsilon}")
-    module = scoring_module if scoring_module is not None else TowerQ(net, gamma, towers)
-    examples = _trace_inputs(net, len(towers))
-    was_training = net.training
-    net.eval()
+    return towers
+
+
+def scorer_meta(net: nn.Module, *, gamma: float, grid: ActionGrid, serving_tower: str,
+                epsilon: float, towers: tuple[str, ...], version: int) -> dict:
+    return {"format_version": version, "towers": list(towers), "gamma": float(gamma),
+            "state_dim": net.spec.state_dim, "n_actions": grid.size,
+            "action_grid": {"weights": list(grid.weights), "c": grid.c, "w": grid.w,
+                            "b": grid.b},
+            "serving_tower": serving_tower, "epsilon": float(epsilon)}
+
+
+def export_scorer(net: nn.Module, path: str | os.PathLike, *, gamma: float,
+                  grid: ActionGrid, serving_tower: str, epsilon: float,
+                  towers: tuple[str, ...] | None = None, scoring: str = "tower_q") -> Path:
+    """Write ``net`` for serving the Q of ``towers`` (default: all), with the model's
+    ``serving_tower`` and ``epsilon`` as the defaults of whoever serves it: one file of
+    tensors and JSON (format 3, module docstring). ``scoring="nearest_weight"`` exports a
+    TD3 network (:class:`~rliv_ray.algorithms.td3.network.NearestWeightScore` serves it)."""
+    towers = check_export(net, gamma=gamma, grid=grid, serving_tower=serving_tower,
+                          epsilon=epsilon, towers=towers)
+    scoring_module(scoring, net, gamma, towers)  # its own checks of the towers
+    meta = {**scorer_meta(net, gamma=gamma, grid=grid, serving_tower=serving_tower,
+                          epsilon=epsilon, towers=towers, version=FORMAT_VERSION),
+            "scoring": scoring, "spec": asdict(net.spec)}
+    return save_tensors({"meta": to_json(meta), "state_dict": dict(net.state_dict())}, path)
+
+
+def read_meta(path: str | os.PathLike) -> tuple[nn.Module, dict]:
+    """The exported scoring module (eval mode, rebuilt from rliv_ray's classes) and its
+    metadata; DataFileError (one line) for any other file, an older TorchScript one included."""
+    what = "an RLIV-UA scorer exported by this version of rliv-ray"
+    meta, state = load_meta_file(path, what, "export it again (`rliv train rliv-ua`)")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise DataFileError(f"{path}: format_version {meta.get('format_version')!r} is not "
+                            f"{FORMAT_VERSION}; export it again")
     try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("error", torch.jit.TracerWarning)
-            warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated",
-                                    category=DeprecationWarning)
-            traced = torch.jit.trace(module, examples[0], check_inputs=examples)
-            meta = {"format_version": FORMAT_VERSION, "towers": list(towers),
-                    "gamma": float(gamma), "state_dim": net.spec.state_dim,
-                    "n_actions": grid.size,
-                    "action_grid": {"weights": list(grid.weights), "c": grid.c, "w": grid.w,
-                                    "b": grid.b},
-                    "serving_tower": serving_tower, "epsilon": float(epsilon)}
-            path = Path(path)
-            torch.jit.save(traced, str(path), _extra_files={META_FILE: json.dumps(meta)})
-    finally:
-        net.train(was_training)
-    return path
-
-
-def read_meta(path: str | os.PathLike) -> tuple[torch.jit.ScriptModule, dict]:
-    """The exported module and its metadata; raises on a format version it cannot read."""
-    extra = {META_FILE: ""}
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"`torch\.jit\.load` is deprecated",
-                                category=DeprecationWarning)
-        module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
-    meta = json.loads(extra[META_FILE] or "{}")
-    if meta.get("format_version") not in READABLE_VERSIONS:
-        raise ValueError(f"{path}: format_version {meta.get('format_version')!r} is not one of "
-                         f"{READABLE_VERSIONS} (or {META_FILE} is missing)")
+        net = _network(meta["scoring"], meta["spec"])
+        net.load_state_dict(state)
+        module = scoring_module(meta["scoring"], net, meta["gamma"], tuple(meta["towers"]))
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        raise DataFileError(f"{path}: not {what} ({why(err)}); export it again") from err
     return module.eval(), meta
 
 
 def load_scorer(path: str | os.PathLike, config: ServingConfig, *,
                 rng: np.random.Generator | int | None = None) -> Scorer:
-    """A :class:`Scorer` over an exported file; needs no rliv_ray network code. Where
-    ``config`` leaves the towers or epsilon None, the file's serving tower and epsilon serve."""
+    """A :class:`Scorer` over an exported file. Where ``config`` leaves the towers or epsilon
+    None, the file's serving tower and epsilon serve."""
     module, meta = read_meta(path)
     grid = ActionGrid(**meta["action_grid"])
     config = config.resolved(meta.get("serving_tower"), meta.get("epsilon"), source=str(path))

@@ -1,19 +1,23 @@
 """The iteration loop shared by our offline RLlib algorithms: metrics, checkpoints, resume.
 
-    OUT/checkpoints/iter_000010/     an RLlib checkpoint (Algorithm.save_to_path) plus
-                                     rliv_train.json (iteration, updates, last metrics)
+    OUT/checkpoints/iter_000010/     module.pt, state.pt (tensors only) and state.json
+                                     (iteration, updates, last metrics, the module's
+                                     description): rliv_ray.algorithms.common.checkpoint
     OUT/checkpoints/latest           the name of the newest good checkpoint
     OUT/metrics.jsonl                one line of metrics per iteration
 
 Every iteration's loss is checked: a NaN or infinite loss stops training with
 :class:`TrainingDiverged`, and no checkpoint is written after it, so ``latest`` stays the last
-good one.
+good one. A checkpoint is written into ``iter_NNNNNN.tmp-<pid>`` and renamed when complete, so
+``latest`` never names a partial one.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -25,7 +29,10 @@ from rliv_ray.tracking import NoOpTracker, Tracker
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
-STATE_FILE = "rliv_train.json"
+STATE_FILE = "state.json"
+SaveState = Callable[[Any, Path], dict]
+"""``save_state(algo, directory) -> fields``: writes the algorithm's state files into the
+directory and returns what ``state.json`` records besides the loop's counters."""
 METRICS_FILE = "metrics.jsonl"
 
 
@@ -56,13 +63,26 @@ class Resumed:
 
 
 def latest_checkpoint(out: str | Path) -> Resumed | None:
-    """The newest good checkpoint under ``out``, or None when there is none."""
+    """The newest good checkpoint under ``out``, or None when there is none; DataFileError
+    (one line) if it is not one this version wrote."""
+    from rliv_ray.tensor_files import DataFileError
+
     pointer = Path(out) / CHECKPOINTS / LATEST
     if not pointer.exists():
         return None
     checkpoint = pointer.parent / pointer.read_text().strip()
-    state = json.loads((checkpoint / STATE_FILE).read_text())
-    return Resumed(checkpoint, state["iteration"], state["updates"])
+    try:
+        state = json.loads((checkpoint / STATE_FILE).read_text())
+        return Resumed(checkpoint, int(state["iteration"]), int(state["updates"]))
+    except FileNotFoundError as err:
+        old = (checkpoint / "rliv_train.json").exists()
+        raise DataFileError(f"{checkpoint}: " + (
+            "an RLlib checkpoint of an earlier rliv-ray, which is not read (its pickles could "
+            "run code): start again with --overwrite" if old else
+            f"no {STATE_FILE}, not a checkpoint")) from err
+    except (ValueError, KeyError, TypeError) as err:
+        raise DataFileError(f"{checkpoint / STATE_FILE}: not a checkpoint's state "
+                            f"({type(err).__name__}: {err})") from err
 
 
 def learner_metrics(result: dict[str, Any], module_id: str = "default_policy") -> dict:
@@ -73,7 +93,7 @@ def learner_metrics(result: dict[str, Any], module_id: str = "default_policy") -
 
 
 def run_iterations(algo, out: str | Path, settings: LoopSettings, *, updates_per_iteration: int,
-                   rows_per_update: int, start: Resumed | None = None,
+                   rows_per_update: int, save_state: SaveState, start: Resumed | None = None,
                    tracker: Tracker | None = None,
                    on_checkpoint: Callable[[Path, int, dict], None] | None = None
                    ) -> dict[str, Any]:
@@ -113,19 +133,27 @@ def run_iterations(algo, out: str | Path, settings: LoopSettings, *, updates_per
         if settings.progress:
             _show(iteration, settings.iterations, metrics)
         if iteration % settings.checkpoint_every == 0 or iteration == settings.iterations:
-            checkpoint = save_checkpoint(algo, out, iteration, updates, metrics)
+            checkpoint = save_checkpoint(algo, out, iteration, updates, metrics, save_state)
             if on_checkpoint is not None:
                 on_checkpoint(checkpoint, iteration, metrics)
     return {"iteration": iteration, "updates": updates, "seconds": seconds, "metrics": metrics}
 
 
-def save_checkpoint(algo, out: Path, iteration: int, updates: int, metrics: dict) -> Path:
-    """Write ``OUT/checkpoints/iter_NNNNNN`` and point ``latest`` at it."""
+def save_checkpoint(algo, out: Path, iteration: int, updates: int, metrics: dict,
+                    save_state: SaveState) -> Path:
+    """Write ``OUT/checkpoints/iter_NNNNNN`` (complete or not at all) and point ``latest``
+    at it."""
     name = f"iter_{iteration:06d}"
     path = out / CHECKPOINTS / name
-    algo.save_to_path(str(path.resolve()))
-    state = {"iteration": iteration, "updates": updates, "metrics": metrics}
-    (path / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
+    tmp = path.with_name(f"{name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    fields = save_state(algo, tmp)
+    state = {**fields, "iteration": iteration, "updates": updates, "metrics": metrics}
+    (tmp / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
+    if path.exists():  # written by a run that stopped before pointing latest at it
+        shutil.rmtree(path)
+    tmp.rename(path)
     pointer = out / CHECKPOINTS / LATEST
     tmp = pointer.with_suffix(".tmp")
     tmp.write_text(name + "\n")

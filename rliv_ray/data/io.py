@@ -8,7 +8,8 @@ A *dataset directory* written by rliv-ray looks like::
       manifest.json                  how it was made (config, counts)
 
 Every command that writes data writes into ``OUT.tmp-<pid>`` and renames it to ``OUT`` at the
-very end, so a failure (bad input, Ctrl-C, crash) leaves no partial output behind.
+very end, so a failure (bad input, Ctrl-C, crash) leaves no partial output behind; see
+:mod:`rliv_ray.outdir` for the rest of what an output directory guarantees.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
+
+from rliv_ray.outdir import OutputExistsError, atomic_out  # noqa: F401 - re-exported
 
 LOG_DIR = "log"
 TRUTH_DIR = "truth"
@@ -32,32 +34,18 @@ def part_name(index: int) -> str:
     return f"part-{index:05d}.parquet"
 
 
-class OutputExistsError(FileExistsError):
-    """The output path exists and ``overwrite`` was not asked for."""
-
-
 @contextlib.contextmanager
-def atomic_output_dir(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
+def atomic_output_dir(path: str | os.PathLike, *, overwrite: bool = False,
+                      inputs: Iterable[str | os.PathLike | None] = ()) -> Iterator[Path]:
     """Yield a temporary directory that becomes ``path`` only if the block succeeds.
 
     On any exception (KeyboardInterrupt included) the temporary directory is removed and
-    ``path`` is left exactly as it was.
+    ``path`` is left exactly as it was. ``path`` may not be, lie inside or hold one of
+    ``inputs``; one writer at a time; with ``overwrite`` the old output is deleted only after
+    the new one is in place (:func:`rliv_ray.outdir.atomic_out`).
     """
-    final = Path(path)
-    if final.exists() and not overwrite:
-        raise OutputExistsError(f"{final} already exists (pass --overwrite to replace it)")
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+    with atomic_out(path, overwrite=overwrite, inputs=inputs) as tmp:
         yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if final.exists():
-        shutil.rmtree(final) if final.is_dir() else final.unlink()
-    tmp.rename(final)
 
 
 def write_manifest(directory: Path, manifest: dict) -> None:

@@ -365,7 +365,7 @@ def convert_kuairand(src_dir, out, *, n_buckets: int = 16, chunk_rows: int = 1_0
                           action_grid=grid.weights)
     counts = dict.fromkeys(("duplicates_dropped", "unknown_video_rows_dropped",
                             "users_missing_from_user_table", "rows_written", "users"), 0)
-    with atomic_output_dir(out, overwrite=overwrite) as tmp:
+    with atomic_output_dir(out, overwrite=overwrite, inputs=[src_dir]) as tmp:
         lookup, counts["unknown_activity_degree_users"] = _build_lookup(files)
         scratch, log_dir = tmp / SCRATCH_DIR, tmp / LOG_DIR
         scratch.mkdir()

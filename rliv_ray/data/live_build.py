@@ -43,6 +43,7 @@ from rliv_ray.data.live_samples import (
 from rliv_ray.data.live_validate import validate_live_table
 from rliv_ray.data.validate import LogValidationError
 from rliv_ray.ope.split import DEFAULT_TEST_SHARE, split_users
+from rliv_ray.outdir import check_not_input
 from rliv_ray.progress import Progress
 
 TRAIN_DIR = "train"
@@ -63,10 +64,11 @@ def build_live_samples(logs: str | os.PathLike, out: str | os.PathLike, *, group
     than train users with live watch time); nothing is left at ``out`` on any error.
     """
     started = time.perf_counter()
-    _check_settings(logs, out, groups=groups, test_share=test_share, seed=seed)
+    _check_settings(groups=groups, test_share=test_share, seed=seed)
+    check_not_input(out, [logs])
     check_terminal(terminal)
     files = io.log_files(logs)
-    with io.atomic_output_dir(out, overwrite=overwrite) as tmp:
+    with io.atomic_output_dir(out, overwrite=overwrite, inputs=[logs]) as tmp:
         with Progress(len(files), "build-live-samples: scan", unit="files",
                       enabled=progress) as bar:
             values = _train_watch_3w(files, test_share=test_share, seed=seed, bar=bar)
@@ -91,14 +93,11 @@ def build_live_samples(logs: str | os.PathLike, out: str | os.PathLike, *, group
     return manifest
 
 
-def _check_settings(logs, out, *, groups: int, test_share: float, seed: int) -> None:
+def _check_settings(*, groups: int, test_share: float, seed: int) -> None:
     """Fail on bad settings before any file is read."""
     if groups < 2:
         raise ValueError(f"group count K must be >= 2, got {groups}")
     split_users(np.empty(0, np.int64), test_share=test_share, seed=seed)  # its own checks
-    source, target = Path(logs).resolve(), Path(out).resolve()
-    if source == target or target in source.parents:
-        raise ValueError(f"output {out} would replace the input log {logs}")
 
 
 def _train_watch_3w(files: list[Path], *, test_share: float, seed: int,

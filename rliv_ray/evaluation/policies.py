@@ -38,6 +38,7 @@ from rliv_ray.data.ua_config import UAWorldConfig
 from rliv_ray.data.ua_generate import logging_policy
 from rliv_ray.data.ua_lever import reference_policies
 from rliv_ray.data.ua_policies import Candidates, Policy
+from rliv_ray.tensor_files import DataFileError
 
 QFunction = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 """(user_id (M,) int64, author_id (M,) int64, state (M, D) float32) -> (M, A) scores."""
@@ -50,6 +51,10 @@ CHUNK_ROWS = 65_536
 
 class PolicyError(ValueError):
     """A policy spec that cannot be built: unknown name, wrong model, wrong input width."""
+
+
+class PolicyFileError(DataFileError, PolicyError):
+    """A policy's file is not what rliv-ray wrote (crafted, corrupt, older): invalid data."""
 
 
 @dataclass
@@ -133,9 +138,9 @@ def _rliv_q(target: str, state_dim: int) -> QFunction:
                           "writes OUT/scorer.pt)")
     try:
         module, meta = read_meta(path)
-    except (ValueError, RuntimeError) as err:
-        raise PolicyError(f"rliv:{target}: not an exported RLIV-UA scorer "
-                          f"({str(err).splitlines()[0]})") from err
+    except DataFileError as err:
+        raise PolicyFileError(f"rliv:{target}: not an exported RLIV-UA scorer "
+                              f"({str(err).splitlines()[0]})") from err
     if meta["state_dim"] != state_dim:
         raise PolicyError(f"rliv:{target}: the scorer reads states of width "
                           f"{meta['state_dim']}, the world's are {state_dim}")

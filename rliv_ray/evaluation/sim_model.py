@@ -35,6 +35,7 @@ from rliv_ray import schema as S
 from rliv_ray.data.io import user_bucket
 from rliv_ray.evaluation.sim_data import FitRows, LogFacts, Replay
 from rliv_ray.mdp.state import StateLayout
+from rliv_ray.tensor_files import DataFileError, load_tensors, why
 
 FORMAT = 1
 SIMULATOR_FILE = "simulator.json"
@@ -135,19 +136,30 @@ class LearnedSimulator:
 
     @classmethod
     def load(cls, path: str | Path) -> LearnedSimulator:
+        """The simulator :meth:`save` wrote: JSON, tensors (``weights_only``) and arrays
+        (``allow_pickle=False``); DataFileError (one line) for anything else."""
         path = Path(path)
-        meta = json.loads((path / SIMULATOR_FILE).read_text())
-        if meta.get("format") != FORMAT:
-            raise ValueError(f"{path}: simulator format {meta.get('format')} is not {FORMAT}")
-        facts = meta.pop("facts")
-        facts["present_labels"] = tuple(facts["present_labels"])
-        blob = torch.load(path / "models.pt", weights_only=True)
-        nets = SimulatorNets(meta["state_dim"], meta["config"]["hidden"])
-        nets.load_state_dict(blob["state_dict"])
-        nets.eval()
-        with np.load(path / "replay.npz", allow_pickle=False) as arrays:
-            replay = Replay(**{k: arrays[k] for k in arrays.files})
-        return cls(nets, replay, LogFacts(**facts), blob["residuals"].numpy(), meta)
+        try:
+            meta = json.loads((path / SIMULATOR_FILE).read_text())
+        except ValueError as err:
+            raise DataFileError(f"{path / SIMULATOR_FILE}: not JSON ({err})") from err
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise ValueError(f"{path}: simulator format "
+                             f"{meta.get('format') if isinstance(meta, dict) else None} is not "
+                             f"{FORMAT}")
+        blob = load_tensors(path / "models.pt", "a learned simulator's models")
+        try:
+            facts = meta.pop("facts")
+            facts["present_labels"] = tuple(facts["present_labels"])
+            nets = SimulatorNets(meta["state_dim"], meta["config"]["hidden"])
+            nets.load_state_dict(blob["state_dict"])
+            nets.eval()
+            with np.load(path / "replay.npz", allow_pickle=False) as arrays:
+                replay = Replay(**{k: arrays[k] for k in arrays.files})
+            return cls(nets, replay, LogFacts(**facts), blob["residuals"].numpy(), meta)
+        except (KeyError, TypeError, ValueError, RuntimeError, OSError) as err:
+            raise DataFileError(f"{path}: not a simulator of `rliv fit-simulator` of this "
+                                f"version ({why(err)}; fit it again)") from err
 
 
 def is_simulator(path: str | Path) -> bool:

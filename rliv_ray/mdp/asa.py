@@ -16,9 +16,11 @@ Torch is imported here only; nothing changes torch's global thread settings.
 from __future__ import annotations
 
 import io
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Literal, get_args
 
 import numpy as np
@@ -28,6 +30,7 @@ from torch import nn
 from rliv_ray import schema as S
 from rliv_ray.data.io import mix64
 from rliv_ray.mdp.state import EXPOSURE_SLOT, LABEL_SLOT, StateLayout
+from rliv_ray.tensor_files import DataFileError, load_tensors, why
 
 AsaTargets = Literal["pair_and_gap", "all_dynamic"]
 STD_FLOOR = 1e-6
@@ -274,16 +277,31 @@ class ASAPredictor:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> ASAPredictor:
-        """The predictor that :meth:`to_bytes` wrote (loaded with ``weights_only=True``)."""
-        blob = torch.load(io.BytesIO(data), weights_only=True)
-        if blob.get("format") != _FORMAT:
-            raise ValueError(f"unknown ASA format {blob.get('format')!r}, expected {_FORMAT}")
-        layout = StateLayout(tuple(blob["user_names"]), tuple(blob["author_names"]))
-        out = cls(layout, blob["n_actions"], ASAConfig(**blob["config"]))
-        out._stats = {k: v.numpy() for k, v in blob["stats"].items()}
-        out._net.load_state_dict(blob["weights"])
+        """The predictor that :meth:`to_bytes` wrote (``OUT/asa.pt`` of ``rliv build-samples``),
+        read with ``weights_only=True``: DataFileError (one line) for anything else."""
+        what = "an ASA model written by `rliv build-samples` of this version"
+        blob = load_tensors(io.BytesIO(data), what, name="ASA model")
+        found = blob.get("format") if isinstance(blob, dict) else type(blob).__name__
+        if found != _FORMAT:
+            raise DataFileError(f"ASA model: format {found!r} is not {_FORMAT}")
+        try:
+            layout = StateLayout(tuple(blob["user_names"]), tuple(blob["author_names"]))
+            out = cls(layout, blob["n_actions"], ASAConfig(**blob["config"]))
+            out._stats = {k: v.numpy() for k, v in blob["stats"].items()}
+            out._net.load_state_dict(blob["weights"])
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as err:
+            raise DataFileError(f"ASA model: not {what} ({why(err)})") from err
         out._net.eval()
         return out
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> ASAPredictor:
+        """The predictor in a file (``OUT/asa.pt``); DataFileError naming the file if it is
+        not one."""
+        try:
+            return cls.from_bytes(Path(path).read_bytes())
+        except DataFileError as err:
+            raise DataFileError(str(err).replace("ASA model", str(path), 1)) from err
 
 
 def _std(x: np.ndarray) -> np.ndarray:

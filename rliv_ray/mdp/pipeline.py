@@ -122,7 +122,7 @@ def build_samples(logs: str | Path, out: str | Path, *, config: SM.SampleConfig,
     """Write ``out/samples/part-*.parquet``, ``out/asa.pt`` and ``out/manifest.json``."""
     files = io.log_files(logs)
     path = sample_path(workers, address=address, files=len(files))
-    with io.atomic_output_dir(out, overwrite=overwrite) as tmp:
+    with io.atomic_output_dir(out, overwrite=overwrite, inputs=[logs]) as tmp:
         report, model = _run(logs, files, tmp, tmp / SAMPLES_DIR, config, asa_config, path,
                              address, progress)
         (tmp / ASA_MODEL).write_bytes(model)

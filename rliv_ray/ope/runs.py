@@ -51,6 +51,13 @@ def evaluate_runs(samples: str | Path, runs: Sequence[str | Path], *, seeds: Seq
     """One table row per method (runs of the same method are pooled), references first."""
     from rliv_ray.algorithms.sl_mgac.train import load_policy
 
+    policies = []  # every run's policy first: a bad file fails before any evaluation
+    for run in runs:
+        path = Path(run) / POLICY_FILE
+        if not path.exists():
+            raise FileNotFoundError(f"{run}: no {POLICY_FILE} (is it a `rliv train sl-mgac` "
+                                    "output?)")
+        policies.append(load_policy(path))
     config, test_log = world_of(samples)
     population = LivePopulation.build(config)
     common = {"world_config": config, "seeds": tuple(seeds), "cap": cap, "kind": kind,
@@ -62,12 +69,7 @@ def evaluate_runs(samples: str | Path, runs: Sequence[str | Path], *, seeds: Seq
         users = _users(test_log)
         results["oracle (immediate, truth only)"] = [evaluate(
             OraclePolicy(config.beta), test_log=None, users=users, **common)]
-    for run in runs:
-        path = Path(run) / POLICY_FILE
-        if not path.exists():
-            raise FileNotFoundError(f"{run}: no {POLICY_FILE} (is it a `rliv train sl-mgac` "
-                                    "output?)")
-        net, edges, name = load_policy(path)
+    for net, edges, name in policies:
         policy = NetworkPolicy(net, edges, epsilon=epsilon,
                                probability=method(name).probability)
         results.setdefault(name, []).append(evaluate(policy, test_log=test_log, **common))

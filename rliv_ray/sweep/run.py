@@ -8,6 +8,9 @@
     SWEEP/summary.md, .json       the trials table and the regret of the estimator's pick
     SWEEP/plots/                  the sweep's scatter plot and learning curves
 
+OUT is held as :func:`rliv_ray.outdir.claimed_out` holds a training OUT (one sweep at a time;
+``--overwrite`` keeps the old one until the new sweep has run to its end).
+
 Ctrl-C stops Tune gracefully (its state is saved); ``--resume`` restores the experiment with
 ``Tuner.restore``: finished trials are kept as they are, unfinished and failed ones start again.
 """
@@ -23,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from rliv_ray.algorithms.common.driver import fresh_out
+from rliv_ray.outdir import claimed_out
 from rliv_ray.sweep import report
 from rliv_ray.sweep.config import SweepConfig, load_sweep
 from rliv_ray.sweep.space import trial_params
@@ -39,15 +42,25 @@ def run_sweep(config_file: str | Path, out: str | Path | None = None, *, resume:
               overwrite: bool = False, tracking_uri: str | None = None,
               address: str | None = None, say: Callable[[str], None] = print) -> int:
     """Run (or resume) the sweep; its exit status: 0, 1 if a trial failed, 130 if interrupted."""
-    from rliv_ray.runner import start_ray
-    from rliv_ray.sweep.data import prepare_samples, prepare_world
-    from rliv_ray.sweep.tracking import SweepTracker, sweep_tracking_uri
-
     config = load_sweep(config_file)
     if not (address or os.environ.get("RAY_ADDRESS")):
         config.resources.check_fits()
     out = Path(out or Path("sweeps") / config.name).resolve()
-    state = _prepare_out(out, Path(config_file), resume=resume, overwrite=overwrite)
+    with claimed_out(out, resume=resume, overwrite=overwrite, what="sweep",
+                     inputs=[] if resume else [config_file]) as claim:
+        state = _prepare_out(out, Path(config_file), resume=resume)
+        code = _run(config, config_file, out, state, resume=resume, tracking_uri=tracking_uri,
+                    address=address, say=say)
+        claim.finished = code != EXIT_INTERRUPTED
+    return code
+
+
+def _run(config: SweepConfig, config_file, out: Path, state: dict, *, resume: bool,
+         tracking_uri: str | None, address: str | None, say: Callable[[str], None]) -> int:
+    from rliv_ray.runner import start_ray
+    from rliv_ray.sweep.data import prepare_samples, prepare_world
+    from rliv_ray.sweep.tracking import SweepTracker, sweep_tracking_uri
+
     world = prepare_world(config, out, say)
     samples = prepare_samples(config, world, out, say)
     _check_training_fields(config, samples)
@@ -74,8 +87,9 @@ def run_sweep(config_file: str | Path, out: str | Path | None = None, *, resume:
             ray.shutdown()
 
 
-def _prepare_out(out: Path, config_file: Path, *, resume: bool, overwrite: bool) -> dict:
-    """The saved state of a sweep to resume, or an empty OUT with the config copied in."""
+def _prepare_out(out: Path, config_file: Path, *, resume: bool) -> dict:
+    """The saved state of a sweep to resume, or the (empty, claimed) OUT with the config
+    copied in."""
     text = config_file.read_text()
     if resume:
         if not (out / CONFIG_COPY).exists():
@@ -85,7 +99,6 @@ def _prepare_out(out: Path, config_file: Path, *, resume: bool, overwrite: bool)
                              "resume with the same file, or pass --overwrite to start again")
         state = out / STATE_FILE
         return json.loads(state.read_text()) if state.exists() else {}
-    fresh_out(out, overwrite=overwrite, what="sweep")
     (out / CONFIG_COPY).write_text(text)
     return {}
 

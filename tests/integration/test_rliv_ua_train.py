@@ -171,7 +171,13 @@ def test_a_diverging_loss_stops_training(ray4, shards, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("learners", [1, 2])
-def test_remote_learners_train_and_checkpoint(ray4, shards, tmp_path, learners):
+def test_remote_learners_train_checkpoint_and_resume(ray4, shards, tmp_path, learners):
     report = train_rliv_ua(shards, tmp_path / "out", settings(1, num_learners=learners))
     assert report["updates"] == 3 and np.isfinite(report["metrics"]["loss/total"])
     assert load_module(report["checkpoint"]).spec.state_dim == 6
+    state = torch.load(tmp_path / "out" / "checkpoints" / "iter_000001" / "state.pt",
+                       weights_only=True)
+    assert sorted(state["learner_rng"]) == list(range(learners))  # each learner's RNG
+    resumed = train_rliv_ua(shards, tmp_path / "out", settings(2, num_learners=learners),
+                            resume=True)
+    assert resumed["updates"] == 6 and resumed["resumed_from"].endswith("iter_000001")

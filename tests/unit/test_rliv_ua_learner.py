@@ -10,10 +10,12 @@ from ray.rllib.policy.sample_batch import DEFAULT_POLICY_ID, MultiAgentBatch, Sa
 from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME
 
 from rliv_ray import schema as S
+from rliv_ray.algorithms.common.checkpoint import join_learner_state, split_learner_state
 from rliv_ray.algorithms.common.offline import TARGET_UPDATES
 from rliv_ray.algorithms.rliv_ua.config import PRESETS
 from rliv_ray.algorithms.rliv_ua.train import TrainSettings, build_config
 from rliv_ray.offline.shards import inspect_shards
+from rliv_ray.tensor_files import load_tensors, save_tensors
 from tests.sampleshards import sample_table
 
 INTERVAL = 3
@@ -94,23 +96,32 @@ def test_an_update_regresses_each_tower_on_its_clipped_double_dqn_target(shards)
 
 
 def test_resumed_learner_copies_the_target_at_the_same_update(shards, tmp_path):
-    """Hard copies every INTERVAL updates: restored after INTERVAL - 1 updates, the learner
-    copies at its next update, as one uninterrupted run does (not INTERVAL after the restore)."""
+    """Hard copies every INTERVAL updates: restored (from our tensors-only checkpoint files)
+    after INTERVAL - 1 updates, the learner copies at its next update, as one uninterrupted run
+    does (not INTERVAL after the restore), and its weights and Adam state follow that run's."""
     config, columns, _ = shards
     first = config.build_learner()
     for _ in range(INTERVAL - 1):
         update(first, columns)
     assert not target_is_online(first)
     assert first.get_state()[TARGET_UPDATES] == INTERVAL - 1
-    first.save_to_path(tmp_path / "learner")
+    module, rest = split_learner_state(first.get_state(not_components=["metrics_logger"]))
+    save_tensors(module, tmp_path / "module.pt")
+    save_tensors(rest, tmp_path / "state.pt")
 
     resumed = config.build_learner()
-    resumed.restore_from_path(tmp_path / "learner")
+    resumed.set_state(join_learner_state(load_tensors(tmp_path / "module.pt", "weights"),
+                                         load_tensors(tmp_path / "state.pt", "state")))
     assert resumed.updates == INTERVAL - 1
     update(resumed, columns)  # the INTERVAL-th update overall: a hard copy
     assert target_is_online(resumed)
     update(resumed, columns)
     assert not target_is_online(resumed)
+    for _ in range(2):
+        update(first, columns)
+    ours = resumed.module[DEFAULT_POLICY_ID].state_dict()
+    for key, value in first.module[DEFAULT_POLICY_ID].state_dict().items():
+        torch.testing.assert_close(ours[key], value, msg=key)
 
 
 def test_cql_loss_is_the_dqn_loss_plus_the_penalty(shard_dir):

@@ -1,5 +1,6 @@
 """RLIV-UA serving: exported scores, greedy and explored actions, Eq. 1 ranking, input checks."""
 
+import dataclasses
 import json
 import re
 import subprocess
@@ -16,13 +17,14 @@ from rliv_ray.actions import ActionGrid
 from rliv_ray.algorithms.rliv_ua.network import NetworkSpec, RLIVUANetwork
 from rliv_ray.cli import main
 from rliv_ray.serving import (
-    META_FILE,
     Scorer,
     ServingConfig,
     export_scorer,
     load_scorer,
     read_meta,
 )
+from rliv_ray.serving_torchscript import META_FILE, export_torchscript
+from rliv_ray.tensor_files import DataFileError
 from tests.sampleshards import STATE_NAMES, sample_table, write_shards
 
 STATE_DIM, GAP_INDEX, GAMMA = 9, 7, 0.9
@@ -109,14 +111,24 @@ def test_metadata_carries_gamma_grid_and_shapes(tmp_path, net):
     grid = ActionGrid((0.0, 0.5, 1.0, 1.5, 2.0), c=0.5, w=2.0, b=1.5)
     _, meta = read_meta(export_scorer(net, tmp_path / "s.pt", gamma=0.8, grid=grid,
                                       serving_tower="follow", epsilon=0.3))
-    assert meta == {"format_version": 2, "towers": list(net.spec.towers), "gamma": 0.8,
+    assert meta.pop("spec") == json.loads(json.dumps(dataclasses.asdict(net.spec)))
+    assert meta == {"format_version": 3, "scoring": "tower_q",
+                    "towers": list(net.spec.towers), "gamma": 0.8,
                     "state_dim": STATE_DIM, "n_actions": 5,
                     "action_grid": {"weights": [0.0, 0.5, 1.0, 1.5, 2.0], "c": 0.5, "w": 2.0,
                                     "b": 1.5},
                     "serving_tower": "follow", "epsilon": 0.3}
 
 
-def test_export_loads_and_scores_with_plain_torch_only(net, exported):
+def test_the_export_holds_only_tensors_and_json(exported):
+    blob = torch.load(exported, weights_only=True)  # refuses any pickled object
+    assert set(blob) == {"meta", "state_dict"} and isinstance(blob["meta"], str)
+    assert all(isinstance(v, torch.Tensor) for v in blob["state_dict"].values())
+
+
+def test_torchscript_export_loads_and_scores_with_plain_torch_only(net, tmp_path):
+    exported = export_torchscript(net, tmp_path / "scorer.ts", gamma=GAMMA, grid=GRID,
+                                  **SERVING)
     authors, states, _ = make_request(4)
     code = f"""
 import json, sys
@@ -286,10 +298,14 @@ def test_export_keeps_the_training_mode_and_rejects_other_formats(tmp_path, net)
     export_scorer(net, tmp_path / "s.pt", gamma=GAMMA, grid=GRID, **SERVING)
     assert net.training
     other = torch.jit.script(torch.nn.Identity())
-    torch.jit.save(other, str(tmp_path / "v3.pt"),
-                   _extra_files={META_FILE: json.dumps({"format_version": 3})})
-    with pytest.raises(ValueError, match="format_version"):
-        read_meta(tmp_path / "v3.pt")
+    torch.jit.save(other, str(tmp_path / "v2.pt"),  # a TorchScript file holds code
+                   _extra_files={META_FILE: json.dumps({"format_version": 2})})
+    with pytest.raises(DataFileError, match=r"v2.pt: not an RLIV-UA scorer") as err:
+        read_meta(tmp_path / "v2.pt")
+    assert "\n" not in str(err.value)
+    torch.save({"meta": json.dumps({"format_version": 2}), "state_dict": {}}, tmp_path / "o.pt")
+    with pytest.raises(DataFileError, match="format_version 2 is not 3"):
+        read_meta(tmp_path / "o.pt")
 
 
 @pytest.fixture(scope="module")
@@ -323,19 +339,6 @@ def test_a_config_overrides_the_model_defaults(follow_export):
     assert scorer.config == config
     authors, states, scores = make_request(300)
     assert not scorer.rank(USER, authors, states, scores).explored.any()
-
-
-def test_a_version_1_file_serves_only_with_named_towers_and_epsilon(tmp_path, exported):
-    module, meta = read_meta(exported)
-    old = {k: v for k, v in meta.items() if k not in ("serving_tower", "epsilon")}
-    torch.jit.save(module, str(tmp_path / "v1.pt"),
-                   _extra_files={META_FILE: json.dumps({**old, "format_version": 1})})
-    with pytest.raises(ValueError, match="records no serving tower"):
-        load_scorer(tmp_path / "v1.pt", ServingConfig(top_k=5))
-    with pytest.raises(ValueError, match="records no serving epsilon"):
-        load_scorer(tmp_path / "v1.pt", ServingConfig(top_k=5, tower_weights={"follow": 1.0}))
-    config = ServingConfig(top_k=5, tower_weights={"follow": 1.0}, epsilon=0.0)
-    assert load_scorer(tmp_path / "v1.pt", config).config == config
 
 
 # --- `rliv rerank`: the request comes from sample shards, with their logged rank scores -------

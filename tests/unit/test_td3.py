@@ -9,6 +9,7 @@ from ray.rllib.policy.sample_batch import DEFAULT_POLICY_ID, MultiAgentBatch, Sa
 from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME
 
 from rliv_ray import schema as S
+from rliv_ray.algorithms.common.checkpoint import module_description, write_module
 from rliv_ray.algorithms.rliv_ua.train import TrainSettings, build_config, export_checkpoint
 from rliv_ray.algorithms.td3.config import TD3_PRESETS, TD3Config
 from rliv_ray.algorithms.td3.losses import (
@@ -141,8 +142,8 @@ def test_export_serves_the_grid_weight_nearest_mu(shards, tmp_path):
     config = td3_config(directory)
     learner = config.build_learner()
     update(learner, columns(config, table))
-    rl_module = tmp_path / "ckpt" / "learner_group" / "learner" / "rl_module"  # load_module's
-    learner.module[DEFAULT_POLICY_ID].save_to_path(rl_module / DEFAULT_POLICY_ID)
+    write_module(learner.module[DEFAULT_POLICY_ID], tmp_path / "ckpt",
+                 module_description(config))  # what load_module reads
     path = export_checkpoint(tmp_path / "ckpt", tmp_path / "scorer.pt", config)
     scorer = load_scorer(path, ServingConfig(top_k=3, epsilon=0.0))
     rng = np.random.default_rng(0)

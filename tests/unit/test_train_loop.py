@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from rliv_ray.tensor_files import DataFileError
 from rliv_ray.train_loop import (
     CHECKPOINTS,
     METRICS_FILE,
@@ -17,7 +18,7 @@ from rliv_ray.train_loop import (
 
 
 class FakeAlgo:
-    """Returns the given losses, one per train(); save_to_path writes a marker file."""
+    """Returns the given losses, one per train(); save_state records where it was saved."""
 
     def __init__(self, losses):
         self.losses = list(losses)
@@ -28,24 +29,34 @@ class FakeAlgo:
         return {"learners": {"default_policy": {"loss/total": loss, "loss/td/click": loss / 2,
                                                 "q/mean/click": 1.0, "other": 3.0}}}
 
-    def save_to_path(self, path):
-        self.saved.append(path)
-        Path(path).mkdir(parents=True)
+    def save_state(self, path: Path) -> dict:
+        assert path.is_dir() and path.name.startswith("iter_") and ".tmp-" in path.name
+        (path / "module.pt").write_text("weights")
+        self.saved.append(path.name.split(".tmp-")[0])
+        return {"module": "fake"}
+
+
+def save_state(algo, path):
+    return algo.save_state(path)
 
 
 def run(algo, out, iterations, every=2, start=None):
     return run_iterations(algo, out, LoopSettings(iterations=iterations, checkpoint_every=every,
                                                   progress=False),
-                          updates_per_iteration=10, rows_per_update=4, start=start)
+                          updates_per_iteration=10, rows_per_update=4, start=start,
+                          save_state=save_state)
 
 
 def test_checkpoints_every_k_and_at_the_end(tmp_path):
     algo = FakeAlgo([1.0, 0.9, 0.8, 0.7, 0.6])
     result = run(algo, tmp_path, 5)
-    assert [p.split("/")[-1] for p in algo.saved] == ["iter_000002", "iter_000004",
-                                                      "iter_000005"]
+    assert algo.saved == ["iter_000002", "iter_000004", "iter_000005"]
     latest = latest_checkpoint(tmp_path)
     assert (latest.iteration, latest.updates) == (5, 50)
+    assert (latest.checkpoint / "module.pt").exists()  # written in place, then renamed
+    state = json.loads((latest.checkpoint / "state.json").read_text())
+    assert state["module"] == "fake" and state["metrics"]["loss/total"] == 0.6
+    assert not list((tmp_path / CHECKPOINTS).glob("*.tmp-*"))
     assert result["metrics"]["loss/total"] == 0.6 and "other" not in result["metrics"]
     lines = [json.loads(x) for x in (tmp_path / METRICS_FILE).read_text().splitlines()]
     assert [x["iteration"] for x in lines] == [1, 2, 3, 4, 5]
@@ -93,5 +104,18 @@ def test_on_checkpoint_sees_every_checkpoint_once_written(tmp_path):
 
     run_iterations(FakeAlgo([1.0, 0.9, 0.8]), tmp_path,
                    LoopSettings(iterations=3, checkpoint_every=2, progress=False),
-                   updates_per_iteration=10, rows_per_update=4, on_checkpoint=on_checkpoint)
+                   updates_per_iteration=10, rows_per_update=4, on_checkpoint=on_checkpoint,
+                   save_state=save_state)
     assert seen == [("iter_000002", 2, 0.9), ("iter_000003", 3, 0.8)]
+
+
+def test_a_checkpoint_of_an_earlier_version_is_refused_with_one_line(tmp_path):
+    """RLlib's pickled checkpoints (what earlier versions wrote) are never read back."""
+    old = tmp_path / CHECKPOINTS / "iter_000002"
+    old.mkdir(parents=True)
+    (old / "rliv_train.json").write_text('{"iteration": 2, "updates": 20}')
+    (old / "algorithm_state.pkl").write_bytes(b"crafted")
+    (tmp_path / CHECKPOINTS / "latest").write_text("iter_000002\n")
+    with pytest.raises(DataFileError, match="earlier rliv-ray, which is not read") as err:
+        latest_checkpoint(tmp_path)
+    assert "\n" not in str(err.value)

@@ -24,7 +24,7 @@ from rliv_ray.evaluation.world import (
     state_dim,
 )
 from rliv_ray.mdp.state import StateLayout
-from rliv_ray.serving import export_scorer
+from rliv_ray.serving import export_scorer, read_meta
 
 TINY = UAWorldConfig(n_users=24, n_authors=200, days=2, seed=2)
 MIN = 60_000
@@ -90,7 +90,7 @@ def test_rliv_scorer_policy_picks_the_argmax_of_its_serving_tower(tmp_path):
     rng = np.random.default_rng(0)
     states = rng.standard_normal((6, 18)).astype(np.float32)
     users, authors = np.full(6, 3), np.arange(6) * 11
-    module = torch.jit.load(str(path))
+    module, _ = read_meta(path)
     with torch.no_grad():
         q_follow = module(torch.as_tensor(users), torch.as_tensor(authors),
                           torch.as_tensor(states), torch.tensor([2]))[0].numpy()

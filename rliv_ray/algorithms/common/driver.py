@@ -7,20 +7,19 @@ at least 4 logical CPUs, so ``num_learners`` 0, 1 and 2 all fit on 2 cores.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import logging
 import os
-import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from rliv_ray.outdir import claimed_out
 from rliv_ray.train_loop import LoopSettings, Resumed, latest_checkpoint, run_iterations
-
-MODULE_PATH = ("learner_group", "learner", "rl_module", "default_policy")
 
 
 @dataclass(frozen=True)
@@ -63,25 +62,21 @@ def with_offline_data(config, files: list[Path], settings: TrainSettings, prelea
     )
 
 
-def prepare_out(out: Path, *, resume: bool, overwrite: bool) -> Resumed | None:
-    """The checkpoint to resume from, or an empty OUT (refusing to clobber a non-empty one)."""
-    if resume:
-        start = latest_checkpoint(out)
-        if start is None:
-            raise FileNotFoundError(f"{out}: no checkpoint to resume from")
-        return start
-    fresh_out(out, overwrite=overwrite, what="training")
-    return None
-
-
-def fresh_out(out: Path, *, overwrite: bool, what: str) -> None:
-    """Make OUT an empty directory; a non-empty one is emptied only with ``overwrite``."""
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise FileExistsError(f"{out} is not empty: pass --resume to continue its {what} "
-                                  "or --overwrite to start again")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+@contextlib.contextmanager
+def training_out(out: Path, samples: str | Path, *, resume: bool,
+                 overwrite: bool) -> Iterator[Resumed | None]:
+    """Hold OUT for one training run and yield the checkpoint to resume from (None: OUT is
+    empty). OUT is never the samples or inside or around them, one run writes it at a time, and
+    ``overwrite`` keeps the old OUT (as ``OUT.old-<pid>``) until this run has finished
+    (:func:`rliv_ray.outdir.claimed_out`)."""
+    with claimed_out(out, resume=resume, overwrite=overwrite, what="training",
+                     inputs=[samples]):
+        start = None
+        if resume:
+            start = latest_checkpoint(out)
+            if start is None:
+                raise FileNotFoundError(f"{out}: no checkpoint to resume from")
+        yield start
 
 
 SETTINGS_FILE = "training_fields.json"
@@ -104,15 +99,19 @@ def run_training(config, out: Path, settings: TrainSettings, *, start: Resumed |
                  export: Callable[[Path], Path],
                  on_export: Callable[[Path, int, dict], None] | None = None) -> dict[str, Any]:
     """Build the algorithm, restore, iterate, checkpoint, export; the loop's result plus the
-    final checkpoint, the export and the wall time.
+    final checkpoint, the export and the wall time. Checkpoints are our own tensors-and-JSON
+    format (:mod:`rliv_ray.algorithms.common.checkpoint`); RLlib's pickles are neither written
+    nor read.
 
     With ``on_export``, every checkpoint is exported too and ``on_export(exported, iteration,
     metrics)`` called (``rliv sweep`` evaluates each exported policy)."""
     import ray
 
+    from rliv_ray.algorithms.common.checkpoint import apply_state, read_state, save_state
     from rliv_ray.runner import start_ray
     from rliv_ray.tracking import tracking_run
 
+    saved = read_state(start.checkpoint, config) if start is not None else None  # before Ray
     # Our per-iteration lines are the progress display; Ray Data's would drown them.
     started = start_ray(address=settings.address, num_cpus=max(4, os.cpu_count() or 1),
                         progress=False)
@@ -128,14 +127,15 @@ def run_training(config, out: Path, settings: TrainSettings, *, start: Resumed |
 
     try:
         algo = config.build_algo()
-        if start is not None:
-            algo.restore_from_path(str(start.checkpoint.resolve()))
+        if saved is not None:
+            apply_state(algo, saved)
         with tracking_run(tracking_uri, run_name) as tracker:
             tracker.log_params(params)
             rows = config.train_batch_size_per_learner * max(1, settings.num_learners)
             result = run_iterations(algo, out, settings.loop,
                                     updates_per_iteration=settings.updates_per_iteration,
                                     rows_per_update=rows, start=start, tracker=tracker,
+                                    save_state=lambda a, path: save_state(a, path, config),
                                     on_checkpoint=export_each if on_export else None)
             _stop(algo)
             checkpoint = latest_checkpoint(out).checkpoint
@@ -152,11 +152,11 @@ def run_training(config, out: Path, settings: TrainSettings, *, start: Resumed |
 
 
 def load_module(checkpoint: str | Path):
-    """The trained RLModule of a checkpoint, without starting Ray or an Algorithm
-    (``Algorithm.from_checkpoint`` fails for env-less algorithms in Ray 2.60)."""
-    from ray.rllib.core.rl_module.rl_module import RLModule
+    """The trained RLModule of a checkpoint, without starting Ray or an Algorithm, and without
+    unpickling (:func:`rliv_ray.algorithms.common.checkpoint.load_module`)."""
+    from rliv_ray.algorithms.common.checkpoint import load_module as load
 
-    return RLModule.from_checkpoint(str(Path(checkpoint).joinpath(*MODULE_PATH).resolve()))
+    return load(checkpoint)
 
 
 def settings_params(settings: TrainSettings) -> dict[str, Any]:

@@ -1,9 +1,10 @@
-"""What our offline RLlib algorithms share: the training step, the restore fix, target updates.
+"""What our offline RLlib algorithms share: the training step and target updates.
 
 * :class:`OnlineAndTarget` gives an RLModule its target network.
-* :class:`OfflineAlgorithm` samples the offline data and updates the learners, as MARWIL does,
-  and restores checkpoints without the env-runner weight sync that crashes for env-less
-  algorithms in Ray 2.60 (``../shared/RLLIB_NOTES.md``).
+* :class:`OfflineAlgorithm` samples the offline data and updates the learners, as MARWIL does.
+  It is checkpointed and restored in our own format
+  (:mod:`rliv_ray.algorithms.common.checkpoint`), never through RLlib's pickles (whose
+  ``restore_from_path`` also crashes for env-less algorithms in Ray 2.60).
 * :class:`TargetUpdatingLearner` moves the target networks after *every* gradient update
   (RLlib's ``after_gradient_based_update`` runs once per ``train()`` call): Polyak with
   ``config.tau``, or a hard copy every ``config.target_update_interval`` updates.
@@ -19,7 +20,6 @@ from ray.rllib.core.learner.torch.torch_learner import TorchLearner
 from ray.rllib.core.learner.training_data import TrainingData
 from ray.rllib.core.learner.utils import make_target_network
 from ray.rllib.core.rl_module.apis import TargetNetworkAPI
-from ray.rllib.utils.checkpoints import Checkpointable
 from ray.rllib.utils.metrics import (
     LEARNER_RESULTS,
     LEARNER_UPDATE_TIMER,
@@ -81,9 +81,6 @@ class OfflineAlgorithm(Algorithm):
                            self.metrics.peek(NUM_ENV_STEPS_SAMPLED_LIFETIME)},
                 **self.offline_data.iter_batches_kwargs)
             self.metrics.aggregate(results, key=LEARNER_RESULTS)
-
-    def restore_from_path(self, path, *args, **kwargs) -> None:
-        Checkpointable.restore_from_path(self, path, *args, **kwargs)
 
 
 class TargetUpdatingLearner(TorchLearner):

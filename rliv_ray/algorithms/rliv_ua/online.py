@@ -45,6 +45,7 @@ from rliv_ray.data.ua_config import UAWorldConfig
 from rliv_ray.data.ua_generate import bucket_tables
 from rliv_ray.data.ua_population import Population
 from rliv_ray.data.ua_world import simulate_users
+from rliv_ray.outdir import claimed_out
 
 ONLINE_FILE = "online.json"
 ONLINE_STREAM = 13  # random stream of the rollouts, apart from generation and evaluation
@@ -90,7 +91,16 @@ def train_online(world_dir: str | Path, out: str | Path, settings: TrainSettings
     if online.users_per_round > world.n_users:
         raise ValueError(f"users_per_round ({online.users_per_round}) exceeds the world's "
                          f"{world.n_users} users")
-    record = _start(world_dir, out, online, resume=resume, overwrite=overwrite)
+    with claimed_out(out, resume=resume, overwrite=overwrite, what="rounds",
+                     inputs=[world_dir]):
+        return _rounds(world, world_dir, out, settings, online, resume=resume,
+                       tracking_uri=tracking_uri, config_class=config_class, progress=progress)
+
+
+def _rounds(world: UAWorldConfig, world_dir, out: Path, settings: TrainSettings,
+            online: OnlineSettings, *, resume: bool, tracking_uri: str | None,
+            config_class: type, progress) -> dict:
+    record = _start(world_dir, out, online, resume=resume)
     per_round = settings.loop.iterations
     for r in range(len(record["rounds"]), online.rounds + 1):
         began = time.perf_counter()
@@ -123,8 +133,8 @@ def _keep_tables(out: Path, settings: TrainSettings) -> TrainSettings:
                                                    "id_buckets": config["id_buckets"]})
 
 
-def _start(world_dir, out: Path, online: OnlineSettings, *, resume: bool,
-           overwrite: bool) -> dict:
+def _start(world_dir, out: Path, online: OnlineSettings, *, resume: bool) -> dict:
+    """The record to continue, or a new one over the world's log (OUT is claimed and empty)."""
     file = out / ONLINE_FILE
     if resume:
         if not file.exists():
@@ -132,11 +142,6 @@ def _start(world_dir, out: Path, online: OnlineSettings, *, resume: bool,
         record = json.loads(file.read_text())
         record["settings"] = dataclasses.asdict(online)
         return record
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise FileExistsError(f"{out} is not empty: pass --resume to continue its rounds "
-                                  "or --overwrite to start again")
-        shutil.rmtree(out)
     (out / io.LOG_DIR).mkdir(parents=True)
     for i, path in enumerate(io.log_files(world_dir)):
         (out / io.LOG_DIR / f"initial-{i:04d}.parquet").symlink_to(path.resolve())

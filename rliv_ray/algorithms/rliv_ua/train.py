@@ -1,6 +1,6 @@
 """``rliv train rliv-ua``: RLIV-UA on sample shards with RLlib, checkpoints and an export.
 
-    OUT/checkpoints/...      RLlib checkpoints every K iterations (see rliv_ray.train_loop)
+    OUT/checkpoints/...      checkpoints every K iterations (see rliv_ray.train_loop)
     OUT/metrics.jsonl        per-iteration losses per tower, Q statistics, TD errors, speed
     OUT/scorer.pt            the trained network exported for serving without Ray
     OUT/train.json           settings, data, final metrics
@@ -20,10 +20,10 @@ from rliv_ray.algorithms.common.driver import (
     TrainSettings,
     load_module,
     plain,
-    prepare_out,
     remember_training,
     run_training,
     settings_params,
+    training_out,
     with_offline_data,
 )
 from rliv_ray.algorithms.rliv_ua.config import RLIVUAConfig
@@ -75,19 +75,19 @@ def train_rliv_ua(samples: str | Path, out: str | Path, settings: TrainSettings,
     and handed over (``rliv sweep``)."""
     out = Path(out)
     info = inspect_shards(samples, next_state=settings.training.get("next_state", "asa"))
-    start = prepare_out(out, resume=resume, overwrite=overwrite)
-    settings = remember_training(out, settings, start)
-    config = build_config(info, settings, config_class)
-    params = {"samples": str(Path(samples).resolve()), "rows": info.rows,
-              "settings": settings_params(settings), "config": _config_fields(config)}
-    result = run_training(
-        config, out, settings, start=start, params=params, tracking_uri=tracking_uri,
-        run_name=f"train-rliv-ua__{Path(samples).name}__{settings.seed}",
-        export=lambda checkpoint: export_checkpoint(checkpoint, out / SCORER_FILE, config),
-        on_export=on_export)
-    report = {**params, "state_names": list(info.state_names), "sample_mode": info.mode,
-              **result, "scorer": result["export"]}
-    (out / REPORT_FILE).write_text(json.dumps(report, indent=2, default=str) + "\n")
+    with training_out(out, samples, resume=resume, overwrite=overwrite) as start:
+        settings = remember_training(out, settings, start)
+        config = build_config(info, settings, config_class)
+        params = {"samples": str(Path(samples).resolve()), "rows": info.rows,
+                  "settings": settings_params(settings), "config": _config_fields(config)}
+        result = run_training(
+            config, out, settings, start=start, params=params, tracking_uri=tracking_uri,
+            run_name=f"train-rliv-ua__{Path(samples).name}__{settings.seed}",
+            export=lambda checkpoint: export_checkpoint(checkpoint, out / SCORER_FILE, config),
+            on_export=on_export)
+        report = {**params, "state_names": list(info.state_names), "sample_mode": info.mode,
+                  **result, "scorer": result["export"]}
+        (out / REPORT_FILE).write_text(json.dumps(report, indent=2, default=str) + "\n")
     return report
 
 

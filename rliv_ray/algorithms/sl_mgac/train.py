@@ -1,6 +1,6 @@
 """``rliv train sl-mgac``: SL-MGAC on the train shards of ``rliv build-live-samples``.
 
-    OUT/checkpoints/...      RLlib checkpoints every K iterations (see rliv_ray.train_loop)
+    OUT/checkpoints/...      checkpoints every K iterations (see rliv_ray.train_loop)
     OUT/metrics.jsonl        per-iteration critic, RPN and actor losses, Q and policy stats
     OUT/policy.pt            the trained network, its spec and the group edges (plain torch)
     OUT/train.json           settings, data, final metrics
@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import json
-import pickle
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -18,17 +17,16 @@ from typing import Any, NamedTuple
 import gymnasium as gym
 import numpy as np
 import pyarrow.parquet as pq
-import torch
 
 from rliv_ray import schema as S
 from rliv_ray.algorithms.common.driver import (
     TrainSettings,
     load_module,
     plain,
-    prepare_out,
     remember_training,
     run_training,
     settings_params,
+    training_out,
     with_offline_data,
 )
 from rliv_ray.algorithms.sl_mgac.config import SETTINGS_DEFAULTS, SPEC_DEFAULTS, SLMGACConfig
@@ -36,6 +34,7 @@ from rliv_ray.algorithms.sl_mgac.network import SLMGACNetwork
 from rliv_ray.data.io import read_manifest
 from rliv_ray.offline.live_prelearner import required_live_columns
 from rliv_ray.offline.prelearner import ShardError
+from rliv_ray.tensor_files import DataFileError, load_meta_file, save_tensors, to_json, why
 
 POLICY_FILE = "policy.pt"
 REPORT_FILE = "train.json"
@@ -88,21 +87,21 @@ def train_sl_mgac(samples: str | Path, out: str | Path, settings: TrainSettings,
     handed over (``rliv sweep``)."""
     out = Path(out)
     files, manifest = train_files(samples)
-    start = prepare_out(out, resume=resume, overwrite=overwrite)
-    settings = remember_training(out, settings, start)
-    config = build_config(files, manifest, settings)
-    params = {"samples": str(Path(samples).resolve()), "files": len(files),
-              "groups": manifest["groups"], "terminal": manifest.get("terminal", "session"),
-              "settings": settings_params(settings),
-              "config": plain({k: getattr(config, k) for k in (*SPEC_DEFAULTS,
-                                                                *SETTINGS_DEFAULTS)})}
-    result = run_training(
-        config, out, settings, start=start, params=params, tracking_uri=tracking_uri,
-        run_name=f"train-sl-mgac__{Path(samples).name}__{settings.seed}",
-        export=lambda checkpoint: save_policy(checkpoint, out / POLICY_FILE, manifest),
-        on_export=on_export)
-    report = {**params, **result, "policy": result["export"]}
-    (out / REPORT_FILE).write_text(json.dumps(report, indent=2, default=str) + "\n")
+    with training_out(out, samples, resume=resume, overwrite=overwrite) as start:
+        settings = remember_training(out, settings, start)
+        config = build_config(files, manifest, settings)
+        params = {"samples": str(Path(samples).resolve()), "files": len(files),
+                  "groups": manifest["groups"], "terminal": manifest.get("terminal", "session"),
+                  "settings": settings_params(settings),
+                  "config": plain({k: getattr(config, k) for k in (*SPEC_DEFAULTS,
+                                                                    *SETTINGS_DEFAULTS)})}
+        result = run_training(
+            config, out, settings, start=start, params=params, tracking_uri=tracking_uri,
+            run_name=f"train-sl-mgac__{Path(samples).name}__{settings.seed}",
+            export=lambda checkpoint: save_policy(checkpoint, out / POLICY_FILE, manifest),
+            on_export=on_export)
+        report = {**params, **result, "policy": result["export"]}
+        (out / REPORT_FILE).write_text(json.dumps(report, indent=2, default=str) + "\n")
     return report
 
 
@@ -112,8 +111,8 @@ def save_policy(checkpoint: str | Path, path: Path, manifest: dict) -> Path:
     module = load_module(checkpoint)
     meta = {"spec": asdict(module.spec), "edges": [float(e) for e in manifest["edges"]],
             "groups": manifest["groups"], "method": module.model_config["method"]}
-    torch.save({"meta": json.dumps(meta), "state_dict": module.net.state_dict()}, path)
-    return path
+    return save_tensors({"meta": to_json(meta), "state_dict": dict(module.net.state_dict())},
+                        path)
 
 
 class TrainedPolicy(NamedTuple):
@@ -128,16 +127,15 @@ def load_policy(path: str | Path) -> TrainedPolicy:
     """The network (eval mode), group edges and method saved by :func:`save_policy`."""
     from rliv_ray.algorithms.sl_mgac.config import spec_from_fields
 
+    what = "a policy file written by `rliv train sl-mgac` of this version"
+    meta, state_dict = load_meta_file(path, what, "train again")
     try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-        meta = json.loads(saved["meta"])
-    except (pickle.UnpicklingError, RuntimeError, KeyError, TypeError, ValueError) as err:
-        raise ValueError(f"{path}: not a policy file written by `rliv train sl-mgac` of this "
-                         "version (only tensors and JSON are read; train again)") from err
-    spec = dict(meta["spec"])
-    spec.setdefault("session_state", False)  # saved before the network read the session state
-    for name in ("live_bins", "video_bins"):
-        spec[name] = list(spec[name]["boundaries"])
-    net = SLMGACNetwork(spec_from_fields(spec))
-    net.load_state_dict(saved["state_dict"])
-    return TrainedPolicy(net.eval(), np.asarray(meta["edges"]), meta["method"])
+        spec = dict(meta["spec"])
+        spec.setdefault("session_state", False)  # saved before the network read the session
+        for name in ("live_bins", "video_bins"):
+            spec[name] = list(spec[name]["boundaries"])
+        net = SLMGACNetwork(spec_from_fields(spec))
+        net.load_state_dict(state_dict)
+        return TrainedPolicy(net.eval(), np.asarray(meta["edges"]), meta["method"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        raise DataFileError(f"{path}: not {what} ({why(err)}; train again)") from err

@@ -103,9 +103,8 @@ class TD3Config(RLIVUAConfig):
 
     def export_module(self, module, path):
         """The actor as a serving file: -|w_a - mu(s)| over the grid (nearest grid weight)."""
-        from rliv_ray.algorithms.td3.network import NearestWeightScore
         from rliv_ray.serving import export_scorer
 
         return export_scorer(module.net, path, gamma=self.gamma, grid=self.action_grid,
                              serving_tower=self.serving_tower, epsilon=self.epsilon,
-                             scoring_module=NearestWeightScore(module.net))
+                             scoring="nearest_weight")
