@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -26,7 +25,6 @@ CONFIG = {
     "resources": {"ray_cpus": 4, "cpus_per_trial": 1, "max_concurrent_trials": 1},
 }
 TRIALS = 3
-DEADLINE_S = 900
 
 
 def sweep_command(config: Path, out: Path, uri: str, *extra: str) -> list[str]:
@@ -45,7 +43,6 @@ def interrupt_after_first_trial(command: list[str], cwd: Path) -> tuple[int, str
     proc = subprocess.Popen(command, cwd=cwd, env=environment(), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     lines, done = [], []
-    began = time.monotonic()
     try:
         for line in proc.stdout:
             lines.append(line)
@@ -53,8 +50,7 @@ def interrupt_after_first_trial(command: list[str], cwd: Path) -> tuple[int, str
                 done.append(line.split()[0])
                 proc.send_signal(signal.SIGINT)
                 break
-            assert time.monotonic() - began < DEADLINE_S, "no trial finished in time"
-        rest, _ = proc.communicate(timeout=300)
+        rest, _ = proc.communicate()
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -79,8 +75,7 @@ def test_sweep_interrupt_resume_summary_and_mlflow(tmp_path):
     assert len(list((out / "samples").iterdir())) == 2  # one build per K, shared by trials
 
     second = subprocess.run(sweep_command(config, out, uri, "--resume"), cwd=tmp_path,
-                            env=environment(), capture_output=True, text=True,
-                            timeout=DEADLINE_S)
+                            env=environment(), capture_output=True, text=True)
     assert second.returncode == 0, second.stdout + second.stderr
     assert second.stdout.count(": cached") == 2
     assert "regret" in second.stdout and "| trial | gamma | groups |" in second.stdout
