@@ -433,9 +433,12 @@ def merged(dirs: list[Path]) -> tuple[dict[str, list[EvalRow]], dict[str, list[E
             into = by_method if run.get("epsilon", same["epsilon"]) == same["epsilon"] else greedy
             into.setdefault(run["method"], {}).setdefault(run["seed"], EvalRow.from_dict(run))
 
-    def by_seed(table: dict[str, dict[int, EvalRow]]) -> dict[str, list[EvalRow]]:
-        return {name: [rows[s] for s in sorted(rows)] for name, rows in table.items()}
-    return by_seed(by_method), by_seed(greedy), "merged from:\n" + "\n".join(
+    def by_seed(table: dict[str, dict[int, EvalRow]], common: bool = False):
+        seeds = set.intersection(*(set(r) for r in table.values())) if common and table else None
+        return {name: [rows[s] for s in sorted(rows) if seeds is None or s in seeds]
+                for name, rows in table.items()}
+    # Greedy rows exist only for runs made with --greedy: that table keeps the common seeds.
+    return by_seed(by_method), by_seed(greedy, common=True), "merged from:\n" + "\n".join(
         f"- {h}" for h in headers)
 
 
