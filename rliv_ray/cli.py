@@ -15,6 +15,7 @@
     rliv train sl-mgac SAMPLES --out DIR    SL-MGAC with RLlib: checkpoints, metrics, policy.pt
     rliv ui [--tracking-uri URI]            browse the MLflow store in the MLflow UI (127.0.0.1)
     rliv sweep CONFIG.yaml [--resume]       Ray Tune sweep (ASHA on an evaluation) + MLflow runs
+    rliv ope LOGS --policy RUN              streamed off-policy estimates (IPS ... NCIS, DR)
 
 Errors are one line on stderr and a non-zero exit status; nothing partial is ever written.
 """
@@ -331,6 +332,9 @@ def build_parser() -> argparse.ArgumentParser:
     from rliv_ray.cli_sweep import add_sweep_parsers
 
     add_sweep_parsers(add)
+    from rliv_ray.cli_ope import add_ope_parser
+
+    add_ope_parser(add)
 
     p = add("convert-kuairand", cmd_convert_kuairand,
             "Convert the published KuaiRand CSV files (Pure, 1K or 27K) into the log schema, "
