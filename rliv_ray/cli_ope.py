@@ -41,8 +41,9 @@ def add_ope_parser(add) -> None:
     p.add_argument("logs", help="a `rliv generate-live` output, a folder of its Parquet files, "
                    "or a `rliv build-live-samples` output (its held-out users in test/)")
     p.add_argument("--policy", required=True, metavar="SPEC",
-                   help="a `rliv train sl-mgac` run (or its policy.pt, or an RLlib checkpoint "
-                   "of it), torchscript:FILE, onnx:FILE or python:MODULE:FUNC (runs that code)")
+                   help="a `rliv train sl-mgac` run (or its policy.pt, or one of its "
+                   "checkpoints), torchscript:FILE, onnx:FILE or python:MODULE:FUNC (runs "
+                   "that code)")
     p.add_argument("--estimators", default=",".join(DEFAULT_ESTIMATORS),
                    help=f"comma-separated, of {', '.join(ESTIMATORS)} (default "
                    f"{','.join(DEFAULT_ESTIMATORS)}); the ncis and pdis kinds are per user")

@@ -9,9 +9,9 @@ there (as in :func:`rliv_ray.ope.ncis.evaluate_policy_ncis`). A spec is one of
                          reward scale of a w/o-DD reward model)
     FILE.pt              a policy.pt written by `rliv train sl-mgac` (tensors + JSON: loaded
                          with ``weights_only=True``, no code is unpickled)
-    CHECKPOINT           an RLlib checkpoint of such a run (``RUN/checkpoints/...``); the group
-                         edges come from the samples named in RUN/train.json. RLlib pickles the
-                         module's class in a checkpoint: load only checkpoints you trust
+    CHECKPOINT           a checkpoint of such a run (``RUN/checkpoints/iter_N``: tensors +
+                         JSON, no code unpickled); the group edges come from the samples named
+                         in RUN/train.json
     torchscript:FILE     forward(user_features (B, U) float32, live_features (B, L) float32)
                          -> (B, 2) probabilities of (no inject, inject); ``torch.jit.load``
                          runs no Python code of the file
@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from rliv_ray import schema as S
+from rliv_ray.algorithms.common.checkpoint import META_FILE as CHECKPOINT_META
 
 __all__ = ["OPEInputError", "TargetSpec", "load_target"]
 
@@ -196,7 +197,7 @@ class ExternalTarget:
 def _torchscript(target: str) -> ExternalTarget:
     import torch
 
-    from rliv_ray.serving import META_FILE
+    from rliv_ray.serving_torchscript import META_FILE
 
     extra = {META_FILE: ""}
     try:
@@ -264,7 +265,7 @@ def _reward_scale(run: Path | None) -> float | None:
 
 
 def _from_checkpoint(path: Path):
-    """TrainedPolicy of an RLlib checkpoint, with the edges of the run's samples."""
+    """TrainedPolicy of a training checkpoint, with the edges of the run's samples."""
     from rliv_ray.algorithms.common.driver import load_module
     from rliv_ray.algorithms.sl_mgac.train import TrainedPolicy
     from rliv_ray.data.io import read_manifest
@@ -273,7 +274,7 @@ def _from_checkpoint(path: Path):
     samples = json.loads((run / "train.json").read_text()).get("samples") if run else None
     manifest = read_manifest(samples) if samples else {}
     if "edges" not in manifest:
-        raise OPEInputError(f"{path}: an RLlib checkpoint, but its run's train.json does not "
+        raise OPEInputError(f"{path}: a checkpoint, but its run's train.json does not "
                             "lead to the samples' group edges (give RUN/policy.pt instead)")
     module = load_module(path)
     return TrainedPolicy(module.net.eval(), np.asarray(manifest["edges"], np.float64),
@@ -283,14 +284,14 @@ def _from_checkpoint(path: Path):
 def _trained(spec: TargetSpec, path: Path) -> NetworkTarget:
     from rliv_ray.algorithms.sl_mgac.train import load_policy
 
-    if path.is_dir() and (path / "learner_group").is_dir():
+    if path.is_dir() and (path / CHECKPOINT_META).is_file():
         trained, run = _from_checkpoint(path), _run_of(path)
     elif path.is_dir():
         if not (path / POLICY_FILE).is_file():
             if (path / SCORER_FILE).is_file():
                 raise _refuse_rliv_ua(str(path))
             raise OPEInputError(f"{path}: no {POLICY_FILE} (a `rliv train sl-mgac` output) and "
-                                "not an RLlib checkpoint")
+                                "not a training checkpoint")
         trained, run = load_policy(path / POLICY_FILE), path
     else:
         try:

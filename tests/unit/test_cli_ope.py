@@ -239,18 +239,16 @@ def test_the_parser_spells_the_streaming_names_right():
     assert cli_ope.DEFAULT_TAU == streaming.DEFAULT_TAU
 
 
-def test_an_rllib_checkpoint_loads_with_its_runs_edges_and_reward_scale(tmp_path):
-    gym = pytest.importorskip("gymnasium")
+def test_a_checkpoint_loads_with_its_runs_edges_and_reward_scale(tmp_path):
+    from rliv_ray.algorithms.common.checkpoint import build_module, write_module
     from rliv_ray.algorithms.sl_mgac.config import SETTINGS_DEFAULTS, SPEC_DEFAULTS
-    from rliv_ray.algorithms.sl_mgac.module import SLMGACModule
 
     config = {**SPEC_DEFAULTS, **SETTINGS_DEFAULTS, **TINY, "user_dim": 9, "live_dim": 5,
               "groups": 6, "method": "SL-MGAC", "discretise": False}
-    module = SLMGACModule(observation_space=gym.spaces.Box(-1, 1, (9,), np.float32),
-                          action_space=gym.spaces.Discrete(2), model_config=config)
+    description = json.loads(json.dumps({"class": "SLMGACModule", "obs_dim": 9, "n_actions": 2,
+                                         "model_config": config}))
     checkpoint = tmp_path / "run" / "checkpoints" / "iter_1"
-    module.save_to_path(checkpoint / "learner_group" / "learner" / "rl_module" /
-                        "default_policy")
+    write_module(build_module(description), checkpoint, description)
     (tmp_path / "samples").mkdir()
     (tmp_path / "samples" / io.MANIFEST).write_text(json.dumps({"edges": EDGES, "groups": 6}))
     (tmp_path / "run" / "train.json").write_text(json.dumps(
