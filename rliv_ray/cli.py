@@ -15,6 +15,7 @@
     rliv train sl-mgac SAMPLES --out DIR    SL-MGAC with RLlib: checkpoints, metrics, policy.pt
     rliv ui [--tracking-uri URI]            browse the MLflow store in the MLflow UI (127.0.0.1)
     rliv sweep CONFIG.yaml [--resume]       Ray Tune sweep (ASHA on an evaluation) + MLflow runs
+    rliv submit -- COMMAND ...              run an rliv command as a Ray Job on a cluster
 
 Errors are one line on stderr and a non-zero exit status; nothing partial is ever written.
 """
@@ -331,6 +332,9 @@ def build_parser() -> argparse.ArgumentParser:
     from rliv_ray.cli_sweep import add_sweep_parsers
 
     add_sweep_parsers(add)
+    from rliv_ray.cli_submit import add_submit_parsers
+
+    add_submit_parsers(add)
 
     p = add("convert-kuairand", cmd_convert_kuairand,
             "Convert the published KuaiRand CSV files (Pure, 1K or 27K) into the log schema, "
@@ -370,8 +374,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from rliv_ray.data.io import OutputExistsError
     from rliv_ray.data.validate import LogValidationError
+    from rliv_ray.ray_address import ClusterUnreachable, check_ray_address
 
     try:
+        check_ray_address(getattr(args, "address", None))  # before any work, not after it
         return args.func(args)
     except LogValidationError as err:
         print(f"rliv {args.command}: error: {err}", file=sys.stderr)
@@ -379,6 +385,9 @@ def main(argv: list[str] | None = None) -> int:
     except CLIError as err:
         print(f"rliv {args.command}: error: {err}", file=sys.stderr)
         return err.code
+    except ClusterUnreachable as err:
+        print(f"rliv {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
     except (OutputExistsError, FileNotFoundError, ValueError) as err:
         print(f"rliv {args.command}: error: {err}", file=sys.stderr)
         return EXIT_USAGE
