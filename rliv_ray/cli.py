@@ -16,6 +16,7 @@
     rliv ui [--tracking-uri URI]            browse the MLflow store in the MLflow UI (127.0.0.1)
     rliv sweep CONFIG.yaml [--resume]       Ray Tune sweep (ASHA on an evaluation) + MLflow runs
     rliv ope LOGS --policy RUN              streamed off-policy estimates (IPS ... NCIS, DR)
+    rliv submit -- COMMAND ...              run an rliv command as a Ray Job on a cluster
 
 Errors are one line on stderr and a non-zero exit status; nothing partial is ever written.
 """
@@ -336,6 +337,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_ope_parser(add)
 
+    from rliv_ray.cli_submit import add_submit_parsers
+
+    add_submit_parsers(add)
+
     p = add("convert-kuairand", cmd_convert_kuairand,
             "Convert the published KuaiRand CSV files (Pure, 1K or 27K) into the log schema, "
             "streamed in chunks. KuaiRand has no gift label, no ranker score and no logging "
@@ -373,9 +378,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from rliv_ray.data.validate import LogValidationError
+    from rliv_ray.ray_address import ClusterUnreachable, check_ray_address
     from rliv_ray.tensor_files import DataFileError
 
     try:
+        check_ray_address(getattr(args, "address", None))  # before any work, not after it
         return args.func(args)
     except (LogValidationError, DataFileError) as err:
         print(f"rliv {args.command}: error: {err}", file=sys.stderr)
@@ -383,6 +390,9 @@ def main(argv: list[str] | None = None) -> int:
     except CLIError as err:
         print(f"rliv {args.command}: error: {err}", file=sys.stderr)
         return err.code
+    except ClusterUnreachable as err:
+        print(f"rliv {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
     except (FileExistsError, FileNotFoundError, ValueError) as err:  # OUT, settings
         print(f"rliv {args.command}: error: {err}", file=sys.stderr)
         return EXIT_USAGE

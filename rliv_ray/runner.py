@@ -58,7 +58,9 @@ def _plain(value):
 
 def start_ray(*, address: str | None, num_cpus: int, progress: bool) -> bool:
     """Join ``address`` (or ``$RAY_ADDRESS``) or start a private local Ray with ``num_cpus``
-    logical CPUs; nothing if Ray is already up. True when this call started or joined Ray."""
+    logical CPUs; nothing if Ray is already up. True when this call started or joined Ray.
+    An address where nothing answers raises :class:`~rliv_ray.ray_address.ClusterUnreachable`
+    at once (``ray.init`` would retry for minutes)."""
     import ray
 
     if ray.is_initialized():
@@ -67,7 +69,13 @@ def start_ray(*, address: str | None, num_cpus: int, progress: bool) -> bool:
              else logging.WARNING}
     address = address or os.environ.get("RAY_ADDRESS")  # set inside `ray job submit`
     if address:
-        ray.init(address=address, **quiet)
+        from rliv_ray.ray_address import ClusterUnreachable, check_ray_address
+
+        check_ray_address(address)
+        try:
+            ray.init(address=address, **quiet)
+        except ConnectionError as err:  # e.g. `auto` with no cluster running
+            raise ClusterUnreachable(str(err).strip().splitlines()[0]) from None
     else:  # "local": a new Ray of our own, never a cluster that happens to be running
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **quiet)
     return True

@@ -1,8 +1,11 @@
 """`rliv` submitted as a Ray Job to a head node started by the test (ray + slow tiers).
 
-The head binds to 127.0.0.1 only, runs in its own session with ``--block`` so that stopping it
-stops every process it started, and token auth is disabled on both sides explicitly
-(``../shared/RLLIB_NOTES.md``).
+The head's dashboard binds to 127.0.0.1; its other ports (GCS, raylet, Ray Client on 10001,
+agents) listen on every interface or the machine's address, because on Linux ``ray start``
+replaces ``--node-ip-address=127.0.0.1`` with the machine's address (cluster/README.md, "What
+listens where"; ``test_cluster.py`` runs a loopback-only cluster). The head runs in its own
+session with ``--block`` so that stopping it stops every process it started, and token auth is
+disabled on both sides explicitly (``../shared/RLLIB_NOTES.md``).
 """
 
 import os
