@@ -38,7 +38,7 @@ def _run_all(action, behavior, target, rewards=REWARDS, q_hat=Q_HAT, **kwargs):
         yield str(caught.value)
 
 
-def _one_line_everywhere(match: str, *args, **kwargs) -> None:
+def assert_one_line_everywhere(match: str, *args, **kwargs) -> None:
     messages = list(_run_all(*args, **kwargs))
     assert len(messages) == 10
     for message in messages:
@@ -59,7 +59,7 @@ def _one_line_everywhere(match: str, *args, **kwargs) -> None:
     ],
 )
 def test_missing_or_zero_propensities_fail_in_one_line(behavior, match):
-    _one_line_everywhere(match, ACTION, np.array(behavior, dtype=object), TARGET)
+    assert_one_line_everywhere(match, ACTION, np.array(behavior, dtype=object), TARGET)
 
 
 def test_a_missing_propensity_is_never_filled_with_the_targets():
@@ -70,20 +70,21 @@ def test_a_missing_propensity_is_never_filled_with_the_targets():
 
 def test_a_policy_over_another_action_space_fails_in_one_line():
     two_actions = TARGET[:, :2] / TARGET[:, :2].sum(axis=1, keepdims=True)
-    _one_line_everywhere("the log holds action 2 (row 2) but target_probs covers actions 0..1: "
-                         "the target policy is over another action space",
-                         ACTION, BEHAVIOR, two_actions, q_hat=Q_HAT[:, :2])
+    assert_one_line_everywhere(
+        "the log holds action 2 (row 2) but target_probs covers actions 0..1: "
+        "the target policy is over another action space",
+        ACTION, BEHAVIOR, two_actions, q_hat=Q_HAT[:, :2])
     with pytest.raises(ValueError, match="q_hat has shape \\(4, 2\\) but target_probs has "
                                          "\\(4, 3\\): not one action space"):
         doubly_robust(ACTION, BEHAVIOR, TARGET, REWARDS, Q_HAT[:, :2])
     not_a_distribution = TARGET * 0.8
-    _one_line_everywhere("target_probs row 0 sums to 0.8, not 1", ACTION, BEHAVIOR,
+    assert_one_line_everywhere("target_probs row 0 sums to 0.8, not 1", ACTION, BEHAVIOR,
                          not_a_distribution)
 
 
 def test_target_mass_on_an_action_the_log_never_holds_fails_in_one_line():
     action = np.array([0, 1, 0, 1])  # action 2 never logged, yet the target gives it mass
-    _one_line_everywhere("the target puts mass on action 2 (mean probability 0.375), which "
+    assert_one_line_everywhere("the target puts mass on action 2 (mean probability 0.375), which "
                          "the logging policy never takes in this log", action,
                          np.array([0.5, 0.25, 0.5, 0.5]), TARGET)
     only_logged = np.array([[0.5, 0.5, 0.0]] * 4)
