@@ -107,9 +107,9 @@ def cmd_convert_kuairand(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from rliv_ray.data.validate import validate_log
+    from rliv_ray.data.validate import validate_any_log
 
-    report = validate_log(args.path, progress=not args.quiet)
+    report = validate_any_log(args.path, progress=not args.quiet)
     absent = ", ".join(report.absent_columns) or "none"
     print(f"ok: {report.rows:,} rows, {report.users:,} users in {report.files} files "
           f"(source {report.source}; absent columns: {absent})")
@@ -357,8 +357,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
 
     p = add("validate", cmd_validate,
-            "Check a log's schema, dtypes, nulls, label values, probabilities and per-user "
-            "order; print the first problem (file, column, row) and exit 1, or print 'ok'.")
+            "Check an interaction or live-stream log's schema, dtypes, nulls, label values, "
+            "probabilities and per-user order; print the first problem (file, column, row) "
+            "and exit 1, or print 'ok'.")
     p.add_argument("path", help="dataset directory, folder of Parquet files, or one file")
 
     p = add("summary", cmd_summary,

@@ -54,6 +54,28 @@ class MLflowTracker:
         self._mlflow.log_artifact(str(path))
 
 
+ARTIFACTS_DIR = "mlartifacts"
+
+
+def artifact_location(uri: str) -> str | None:
+    """Where a new experiment keeps its artifacts: beside a SQLite store's database
+    (``sqlite:////abs/dir/mlflow.db`` -> ``file:///abs/dir/mlartifacts``), never in the current
+    directory; None (the server's own default) for any other store."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return (Path(uri[len("sqlite:///"):]).resolve().parent / ARTIFACTS_DIR).as_uri()
+
+
+def experiment_id(client, name: str = EXPERIMENT) -> str:
+    """The id of experiment ``name`` in the client's store, created (artifacts at
+    :func:`artifact_location`) if missing."""
+    found = client.get_experiment_by_name(name)
+    if found:
+        return found.experiment_id
+    return client.create_experiment(name, artifact_location=artifact_location(
+        client.tracking_uri))
+
+
 def resolve_tracking_uri(uri: str | None) -> str | None:
     """The URI given, else ``$RLIV_TRACKING_URI``, else None (no tracking)."""
     return uri or os.environ.get(TRACKING_URI_ENV) or None
@@ -68,9 +90,10 @@ def tracking_run(uri: str | None, run_name: str, *,
         yield NoOpTracker()
         return
     import mlflow
+    from mlflow.tracking import MlflowClient
 
     mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment(experiment)
+    mlflow.set_experiment(experiment_id=experiment_id(MlflowClient(uri), experiment))
     with mlflow.start_run(run_name=run_name):
         yield MLflowTracker(mlflow)
 

@@ -26,6 +26,7 @@ from rliv_ray.data.validate import (
     _Rows,
     _UserOrder,
 )
+from rliv_ray.progress import Progress
 
 _FEATURE_KEYS = {S.USER_FEATURES: S.META_USER_FEATURES, S.LIVE_FEATURES: S.META_LIVE_FEATURES}
 _HISTORIES = (S.LIVE_HISTORY, S.VIDEO_HISTORY)
@@ -33,14 +34,16 @@ _NON_NEGATIVE = (S.REQUEST_ID, S.USER_REQUEST_IDX, S.USER_ID, S.LIVE_WATCH_3W_S,
                  S.LIVE_WATCH_S, S.VIDEO_WATCH_S)
 
 
-def validate_live_log(path: str | os.PathLike) -> LogReport:
+def validate_live_log(path: str | os.PathLike, *, progress: bool = False) -> LogReport:
     """Check every file of the live-stream log at ``path`` (dataset directory, directory of
     Parquet files or one file); raise :class:`LogValidationError` at the first problem."""
     files = _resolve(path)
     order, rows, source = _UserOrder(), 0, "unknown"
-    for file in files:
-        source = _validate_file(file, order)
-        rows += order.rows_in_file
+    with Progress(len(files), "validate", unit="files", enabled=progress) as bar:
+        for file in files:
+            source = _validate_file(file, order)
+            rows += order.rows_in_file
+            bar.update(1)
     return LogReport(len(files), rows, len(order.last), (), source)
 
 

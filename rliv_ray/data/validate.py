@@ -31,6 +31,7 @@ from rliv_ray.schema import (
     DURATION_S,
     ITEM_ID,
     LABELS,
+    LIVE_HISTORY,
     LOG_COLUMNS,
     META_ACTION_GRID,
     META_AUTHOR_FEATURES,
@@ -112,6 +113,18 @@ def validate_log(path: str | os.PathLike, *, progress: bool = False) -> LogRepor
             bar.update(1)
     absent = sorted(set().union(*(m.absent for m in metas)))
     return LogReport(len(files), rows, len(order.last), tuple(absent), metas[0].source)
+
+
+def validate_any_log(path: str | os.PathLike, *, progress: bool = False) -> LogReport:
+    """An interaction log or a live-stream allocation log, told apart by the first file's
+    columns (a live log has ``live_history``); raise :class:`LogValidationError` if invalid."""
+    files = _resolve(path)
+    schema = _read(str(files[0]), lambda: pq.read_schema(files[0]))
+    if LIVE_HISTORY in schema.names:
+        from rliv_ray.data.live_validate import validate_live_log
+
+        return validate_live_log(path, progress=progress)
+    return validate_log(path, progress=progress)
 
 
 def validate_table(table: pa.Table, *, file: str = "<table>", row_offset: int = 0) -> None:

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rliv_ray.tracking import EXPERIMENT, flatten, mlflow_key, resolve_tracking_uri
+from rliv_ray.tracking import experiment_id, flatten, mlflow_key, resolve_tracking_uri
 
 DEFAULT_STORE = "mlflow.db"
 TRIAL_TAG = "rliv.trial_id"
@@ -75,7 +75,7 @@ class SweepTracker:
             if self.parent_run_id:
                 client.update_run(self.parent_run_id, status="RUNNING")
                 return self.parent_run_id
-            run = client.create_run(_experiment_id(client), run_name=f"sweep__{name}",
+            run = client.create_run(experiment_id(client), run_name=f"sweep__{name}",
                                     tags={SWEEP_TAG: name})
             _log(client, run.info.run_id, params=params)
             return run.info.run_id
@@ -91,7 +91,7 @@ class SweepTracker:
                 if old.info.status == "RUNNING":
                     client.set_terminated(old.info.run_id, status="KILLED")
             tags = {"mlflow.parentRunId": self.parent_run_id, TRIAL_TAG: trial_id}
-            run = client.create_run(_experiment_id(client), run_name=run_name, tags=tags)
+            run = client.create_run(experiment_id(client), run_name=run_name, tags=tags)
             _log(client, run.info.run_id, params=params)
             return run.info.run_id
 
@@ -145,15 +145,12 @@ def _connect(uri: str):
 
 def _trial_runs(client, trial_id: str, parent_run_id: str | None) -> list:
     """The runs of a trial of this sweep, newest first."""
-    return client.search_runs([_experiment_id(client)],
+    return client.search_runs([experiment_id(client)],
                               f"tags.`{TRIAL_TAG}` = '{trial_id}' and "
                               f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
                               order_by=["attributes.start_time DESC"])
 
 
-def _experiment_id(client) -> str:
-    experiment = client.get_experiment_by_name(EXPERIMENT)
-    return experiment.experiment_id if experiment else client.create_experiment(EXPERIMENT)
 
 
 def _log(client, run_id: str, *, params: dict | None = None, metrics: dict | None = None,

@@ -268,6 +268,8 @@ def jobs(cluster, listeners, tmp_path_factory):
         "train_local": ["train", "rliv-ua", shards, "--out", base / "train_local", *TRAIN],
         "sweep": submit(cluster, "sweep", base / "tiny.yaml", "--out", base / "sweep",
                         "--tracking-uri", f"sqlite:///{base / 'mlflow.db'}"),
+        "asa": submit(cluster, "asa-report", world, "--workers", "2", "--asa-epochs", "1",
+                      "--quiet"),
         "validate": submit(cluster, "validate", "logs",
                            options=["--runtime-env", base / "runtime_env.yaml"]),
         "bad": submit(cluster, "train", "rliv-ua", shards, "--out", base / "bad",
@@ -365,6 +367,12 @@ def test_sweep_job_completes_with_the_data_a_local_sweep_builds(jobs, tmp_path):
     assert trial["params"] == {"gamma": 0.9} and trial["status"] == "finished"
     assert trial["iterations"] == 1
     assert np.isfinite([trial["eval/ncis"], trial["truth/value"]]).all()
+
+
+def test_asa_report_job_prints_table_4(jobs):
+    code, log = finish(jobs.runs["asa"])
+    assert code == 0, log[-3000:]
+    assert "Table 4" in log and "stitching" in log, log[-3000:]
 
 
 def test_a_client_without_the_token_is_refused_in_one_line(cluster, tmp_path):

@@ -109,3 +109,17 @@ def test_tracking_to_local_mlflow_store(tmp_path):
     assert runs.loc[0, "params.world/seed"] == "3"
     assert runs.loc[0, "metrics.data/share_by_history/6plus"] == pytest.approx(0.5)
     assert runs.loc[0, "tags.mlflow.runName"] == "summary__test"
+
+
+def test_mlflow_artifacts_go_beside_the_database_not_the_current_directory(tmp_path,
+                                                                            monkeypatch):
+    pytest.importorskip("mlflow")
+    store, elsewhere = tmp_path / "store", tmp_path / "cwd"
+    store.mkdir()
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    (store / "table.md").write_text("| a |\n")
+    with tracking_run(f"sqlite:///{store / 'mlflow.db'}", "summary__artifacts") as tracker:
+        tracker.log_artifact(store / "table.md")
+    assert list((store / "mlartifacts").rglob("table.md"))
+    assert list(elsewhere.iterdir()) == []

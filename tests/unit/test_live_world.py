@@ -343,3 +343,19 @@ def test_validation_reads_files_and_catches_a_missing_column(world, tmp_path):
     pq.write_table(_corrupt(table, S.LIVE_CLICK, 7, 3), path)
     with pytest.raises(LogValidationError, match="live_click 3, expected 0 or 1"):
         validate_live_log(path)
+
+
+def test_rliv_validate_accepts_a_live_log_and_reports_its_errors(world, tmp_path, capsys):
+    from rliv_ray.cli import EXIT_INVALID, main
+
+    out, _, table = world
+    assert main(["validate", str(out), "--quiet"]) == 0
+    assert capsys.readouterr().out.startswith(f"ok: {table.num_rows:,} rows, {SMALL.n_users}")
+    bad = tmp_path / "bad.parquet"
+    ids = table.column(S.USER_ID).to_numpy().copy()
+    ids[3] = -1
+    pq.write_table(table.set_column(table.schema.get_field_index(S.USER_ID), S.USER_ID,
+                                    pa.array(ids, type=table.schema.field(S.USER_ID).type)), bad)
+    assert main(["validate", str(bad), "--quiet"]) == EXIT_INVALID
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"column '{S.USER_ID}'" in err[0], err
