@@ -1,5 +1,5 @@
-"""A small progress display for long commands (stderr, throttled; one line per update on
-non-terminals so logs of cluster jobs stay readable)."""
+"""Progress for long commands on stderr: a tqdm bar in a terminal; on other streams (logs of
+cluster jobs, CI) a plain line every ``every_s`` seconds, so logs stay readable."""
 
 from __future__ import annotations
 
@@ -18,11 +18,16 @@ class Progress:
                  every_s: float | None = None, stream=None):
         self.total, self.desc, self.unit, self.enabled = total, desc, unit, enabled
         self.stream = stream or sys.stderr
-        self.tty = self.stream.isatty()
-        self.every_s = every_s if every_s is not None else (0.2 if self.tty else 10.0)
+        self.every_s = every_s if every_s is not None else 10.0
         self.done = 0
         self.start = time.perf_counter()
         self._last = 0.0
+        self._bar = None
+        if enabled and self.stream.isatty():
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, desc=desc, unit=unit, unit_scale=total >= 10_000,
+                             file=self.stream, dynamic_ncols=True)
 
     def __enter__(self) -> Progress:
         return self
@@ -32,15 +37,21 @@ class Progress:
 
     def update(self, n: int) -> None:
         self.done += n
+        if self._bar is not None:
+            self._bar.update(n)
+            return
         now = time.perf_counter()
         if now - self._last >= self.every_s and self.done < self.total:
             self._last = now
-            self._show(final=False)
+            self._line(final=False)
 
     def close(self) -> None:
-        self._show(final=True)
+        if self._bar is not None:
+            self._bar.close()
+        else:
+            self._line(final=True)
 
-    def _show(self, *, final: bool) -> None:
+    def _line(self, *, final: bool) -> None:
         if not self.enabled:
             return
         elapsed = time.perf_counter() - self.start
@@ -52,7 +63,5 @@ class Progress:
         line = (f"{self.desc}: {self.done:,}/{self.total:,} {self.unit} ({pct:5.1f}%) "
                 f"{rate:,.0f} {self.unit}/s, {elapsed:.0f}s elapsed"
                 + ("" if final else f", ETA {eta:.0f}s"))
-        end = "\n" if final or not self.tty else ""
-        prefix = "\r" if self.tty else ""
-        self.stream.write(prefix + line + end)
+        self.stream.write(line + "\n")
         self.stream.flush()

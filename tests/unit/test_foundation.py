@@ -89,6 +89,21 @@ def test_progress_reports_rate(capsys):
     assert "work: 10/10 rows (100.0%)" in out
 
 
+def test_progress_is_a_tqdm_bar_in_a_terminal():
+    import io
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    stream = Terminal()
+    with Progress(10, "work", unit="rows", stream=stream) as bar:
+        bar.update(4)
+        bar.update(6)
+    assert "\r" in stream.getvalue() and "work: 100%" in stream.getvalue()
+    assert "10/10" in stream.getvalue()
+
+
 def test_tracking_without_uri_is_noop(monkeypatch):
     monkeypatch.delenv("RLIV_TRACKING_URI", raising=False)
     with tracking_run(None, "x") as tracker:
