@@ -63,8 +63,11 @@ def start_ray(*, address: str | None, num_cpus: int, progress: bool) -> bool:
     at once (``ray.init`` would retry for minutes)."""
     import ray
 
+    from rliv_ray.ray_logs import drop_unactionable_lines
+
     if ray.is_initialized():
         return False
+    drop_unactionable_lines()
     quiet = {"log_to_driver": False, "logging_level": logging.INFO if progress
              else logging.WARNING}
     address = address or os.environ.get("RAY_ADDRESS")  # set inside `ray job submit`
@@ -77,8 +80,28 @@ def start_ray(*, address: str | None, num_cpus: int, progress: bool) -> bool:
         except ConnectionError as err:  # e.g. `auto` with no cluster running
             raise ClusterUnreachable(str(err).strip().splitlines()[0]) from None
     else:  # "local": a new Ray of our own, never a cluster that happens to be running
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **quiet)
+        _loopback_only()
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
+                 _node_ip_address=LOOPBACK, **quiet)
     return True
+
+
+LOOPBACK = "127.0.0.1"
+
+
+def _loopback_only() -> None:
+    """Keep a private Ray on 127.0.0.1: every socket of its processes (GCS, raylet, object
+    manager, dashboard and runtime-env agents, metrics export, workers) then listens there,
+    and token auth (Ray's default for a local Ray) guards them against other local users.
+
+    On Linux Ray 2.60 replaces a loopback node address with the machine's address unless
+    ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, which Ray reads when it is imported: set for the
+    processes Ray starts, and in this process's already imported constant.
+    ``tests/integration/test_local_listeners.py`` checks the sockets."""
+    import ray._private.ray_constants as ray_constants
+
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
 
 
 class RayRunner:

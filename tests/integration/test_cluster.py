@@ -24,7 +24,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -36,13 +35,13 @@ import pytest
 import yaml
 
 from rliv_ray.cli import main
+from tests.listeners import LOOPBACK, Listeners
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 POLLS = 300  # hang guards (seconds), not speed checks
 JOB_TIMEOUT_S = 900
-LOOPBACK = {"127.0.0.1", "::ffff:127.0.0.1", "::1"}
 TRAIN = ["--iterations", "2", "--updates-per-iteration", "3", "--checkpoint-every", "2",
          "--set", "train_batch_size_per_learner=512", "--set", "id_buckets=4096", "--quiet"]
 SWEEP = {  # one SL-MGAC trial of one iteration: a sweep end to end, as small as it gets
@@ -60,62 +59,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def tree(pid: int) -> list[psutil.Process]:
-    try:
-        root = psutil.Process(pid)
-        return [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return []
-
-
-class Listeners:
-    """Every process under the given roots and its listening TCP sockets, sampled every two
-    seconds by a background thread while the tests run."""
-
-    def __init__(self):
-        self.roots: set[int] = set()
-        self.seen: set[tuple[str, str, int]] = set()
-        self.procs: dict[tuple[int, float], str] = {}  # (pid, start time) -> name
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def sample(self) -> None:
-        procs = {proc.pid: proc for root in list(self.roots) for proc in tree(root)}
-        names = {}
-        for proc in procs.values():
-            try:
-                names[proc.pid] = proc.name()
-                self.procs[(proc.pid, proc.create_time())] = names[proc.pid]
-            except psutil.Error:
-                pass
-        for conn in psutil.net_connections(kind="tcp"):  # one read of /proc for all of them
-            if conn.status == psutil.CONN_LISTEN and conn.pid in names:
-                self.seen.add((names[conn.pid], conn.laddr.ip, conn.laddr.port))
-
-    def alive(self) -> list[str]:
-        """The sampled processes still running."""
-        left = []
-        for (pid, started), name in self.procs.items():
-            try:
-                if psutil.Process(pid).create_time() == started:
-                    left.append(f"{pid} {name}")
-            except psutil.NoSuchProcess:
-                pass
-        return left
-
-    def _run(self) -> None:
-        while not self._stop.wait(2.0):
-            self.sample()
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
 
 
 @pytest.fixture(scope="module")
