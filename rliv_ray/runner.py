@@ -80,7 +80,7 @@ def start_ray(*, address: str | None, num_cpus: int, progress: bool) -> bool:
         except ConnectionError as err:  # e.g. `auto` with no cluster running
             raise ClusterUnreachable(str(err).strip().splitlines()[0]) from None
     else:  # "local": a new Ray of our own, never a cluster that happens to be running
-        _loopback_only()
+        loopback_only()
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
                  _node_ip_address=LOOPBACK, **quiet)
     return True
@@ -89,7 +89,7 @@ def start_ray(*, address: str | None, num_cpus: int, progress: bool) -> bool:
 LOOPBACK = "127.0.0.1"
 
 
-def _loopback_only() -> None:
+def loopback_only() -> None:
     """Keep a private Ray on 127.0.0.1: every socket of its processes (GCS, raylet, object
     manager, dashboard and runtime-env agents, metrics export, workers) then listens there,
     and token auth (Ray's default for a local Ray) guards them against other local users.
