@@ -181,10 +181,11 @@ def _sample_configs(args: argparse.Namespace, mode: str = "asa"):
 
 
 def _log_run(args, name: str, report: dict) -> None:
+    from rliv_ray.data import uris
     from rliv_ray.tracking import tracking_run
 
-    with tracking_run(args.tracking_uri, f"{name}__{Path(args.logs).name}__{args.seed}") as tr:
-        tr.log_params({"logs": str(Path(args.logs).resolve()), "workers": report["workers"],
+    with tracking_run(args.tracking_uri, f"{name}__{uris.name(args.logs)}__{args.seed}") as tr:
+        tr.log_params({"logs": uris.absolute(args.logs), "workers": report["workers"],
                        "sample_path": report["sample_path"], "sample": report["sample_config"],
                        "asa": report["asa_config"]})
         tr.log_metrics({"stitching": report["stitching"], "table4": report["table4"],

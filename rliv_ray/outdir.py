@@ -53,6 +53,10 @@ class OutputOverlapError(OutputError):
     """OUT is an input of the command, lies inside one or holds one."""
 
 
+class OutputLocationError(OutputError):
+    """OUT is a URI: outputs are local or mounted paths."""
+
+
 def notice(message: str) -> None:
     """Report a leftover that was cleaned up or kept (stderr, one line)."""
     print(f"rliv: {message}", file=sys.stderr, flush=True)
@@ -63,12 +67,23 @@ def sibling(out: Path, tag: str) -> Path:
     return out.with_name(f"{out.name}.{tag}")
 
 
+def check_local(out: str | os.PathLike) -> None:
+    """Raise OutputLocationError if OUT is a URI (before ``Path`` folds ``s3://`` into a
+    relative ``s3:/`` folder)."""
+    if "://" in str(out):
+        raise OutputLocationError(
+            f"{out}: an output must be a local or mounted path (it is committed by a rename and "
+            "guarded by a lock file, which object stores do not offer); URIs are read as "
+            "inputs only (nothing was written)")
+
+
 def check_not_input(out: str | os.PathLike, inputs: Iterable[str | os.PathLike | None]) -> None:
     """Raise OutputOverlapError if OUT is an input, lies inside one or contains one (after
     resolving symbolic links): writing or replacing OUT would then destroy that input."""
+    check_local(out)
     target = Path(out).resolve()
     for given in inputs:
-        if given is None:
+        if given is None or "://" in str(given):  # a URI input never overlaps a local OUT
             continue
         source = Path(given).resolve()
         if target == source:
@@ -239,6 +254,7 @@ def atomic_out(out: str | os.PathLike, *, overwrite: bool = False,
     """Yield ``OUT.tmp-<pid>``, which becomes OUT only if the block succeeds (rules 1-5 of the
     module docstring). On any exception, KeyboardInterrupt included, the temporary directory is
     removed and OUT is left exactly as it was."""
+    check_local(out)
     final = Path(out)
     check_not_input(final, inputs)
     with locked(final, say):
@@ -301,6 +317,7 @@ def claimed_out(out: str | os.PathLike, *, resume: bool, overwrite: bool, what: 
     ``resume``: OUT is used as it is. Otherwise a non-empty OUT needs ``overwrite``, which moves
     it to ``OUT.old-<pid>``; that copy is deleted only when the block succeeds and leaves
     ``finished`` True (a failed or interrupted run keeps it, and the next run reports it)."""
+    check_local(out)
     out = Path(out)
     check_not_input(out, inputs)
     with locked(out, say):

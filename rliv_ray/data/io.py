@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rliv_ray.data import uris
 from rliv_ray.outdir import OutputExistsError, atomic_out  # noqa: F401 - re-exported
 
 LOG_DIR = "log"
@@ -55,16 +56,22 @@ def write_manifest(directory: Path, manifest: dict) -> None:
 
 def read_manifest(path: str | os.PathLike) -> dict:
     """The manifest of a dataset directory, or ``{}`` if it has none."""
+    if uris.is_uri(path):
+        text = uris.read_text(uris.join(str(path), MANIFEST))
+        return json.loads(text) if text else {}
     file = Path(path) / MANIFEST
     return json.loads(file.read_text()) if file.exists() else {}
 
 
-def log_files(path: str | os.PathLike) -> list[Path]:
+def log_files(path: str | os.PathLike) -> list[Path] | list[str]:
     """The Parquet files of an interaction log, sorted.
 
     ``path`` may be a dataset directory (its ``log/`` is used), a directory of Parquet files
-    (searched recursively, hidden and ``_``-prefixed entries skipped), or one Parquet file.
+    (searched recursively, hidden and ``_``-prefixed entries skipped), or one Parquet file;
+    a local path or a URI (:mod:`rliv_ray.data.uris`; the files are then URIs too).
     """
+    if uris.is_uri(path):
+        return _log_uris(str(path))
     root = Path(path)
     if not root.exists():
         raise FileNotFoundError(f"{root}: no such file or directory")
@@ -80,6 +87,25 @@ def log_files(path: str | os.PathLike) -> list[Path]:
     if not files:
         raise FileNotFoundError(f"{root}: no .parquet files found")
     return files
+
+
+def _log_uris(uri: str) -> list[str]:
+    found = uris.kind(uri)
+    if found is None:
+        raise FileNotFoundError(f"{uri}: no such file or directory")
+    if found == "file":
+        return [uri]
+    if uris.kind(uris.join(uri, LOG_DIR)) == "dir":
+        uri = uris.join(uri, LOG_DIR)
+    files = uris.parquet_files(uri, recursive=True)
+    if not files:
+        raise FileNotFoundError(f"{uri}: no .parquet files found")
+    return files
+
+
+def path_exists(path: str | os.PathLike) -> bool:
+    """A local path or URI names something."""
+    return uris.kind(str(path)) is not None if uris.is_uri(path) else Path(path).exists()
 
 
 def mix64(values: np.ndarray, seed: int = 0) -> np.ndarray:

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from rliv_ray.data.io import log_files
+from rliv_ray.data.io import log_files, path_exists
 from rliv_ray.progress import Progress
 from rliv_ray.schema import (
     ABSENTABLE,
@@ -138,7 +138,7 @@ def validate_table(table: pa.Table, *, file: str = "<table>", row_offset: int = 
 
 
 def _resolve(path: str | os.PathLike) -> list[Path]:
-    if not Path(path).exists():
+    if not path_exists(path):
         raise LogValidationError(str(path), "no such file or directory")
     try:
         return log_files(path)

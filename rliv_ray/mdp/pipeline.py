@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rliv_ray import schema as S
-from rliv_ray.data import io
+from rliv_ray.data import io, uris
 from rliv_ray.data.validate import LogValidationError, validate_log
 from rliv_ray.mdp import samples as SM
 from rliv_ray.mdp.asa import (
@@ -265,11 +265,11 @@ def split_by_user(path: str, index: int, out_dir: str, n_buckets: int) -> dict:
 
 
 def _read_bucket(path: str) -> pa.Table:
-    """A bucket: one Parquet file, or a folder of parts with one shared schema."""
-    p = Path(path)
-    if p.is_dir():
-        return pa.concat_tables([pq.read_table(f) for f in sorted(p.glob("*.parquet"))])
-    return pq.read_table(p)
+    """A bucket: one Parquet file (a local path or URI), or a local folder of parts with one
+    shared schema."""
+    if not uris.is_uri(path) and Path(path).is_dir():
+        return pa.concat_tables([pq.read_table(f) for f in sorted(Path(path).glob("*.parquet"))])
+    return pq.read_table(path)
 
 
 # --- step 2: stitching -------------------------------------------------------------------------

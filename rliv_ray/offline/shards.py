@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from rliv_ray import schema as S
+from rliv_ray.data import uris
 from rliv_ray.mdp.samples import META_ABSENT_REWARDS, META_MODE, META_STATE_NAMES
 from rliv_ray.mdp.state import GAP_STATE_NAMES
 from rliv_ray.offline.prelearner import ShardError, required_columns
@@ -46,8 +47,11 @@ class ShardInfo:
         return tuple(label for label in S.LABELS if label not in self.absent_rewards)
 
 
-def shard_files(path: str | Path) -> list[Path]:
-    """``path/samples/*.parquet`` (a build-samples output), ``path/*.parquet``, or one file."""
+def shard_files(path: str | Path) -> list[Path] | list[str]:
+    """``path/samples/*.parquet`` (a build-samples output), ``path/*.parquet``, or one file;
+    a local path or a URI (:mod:`rliv_ray.data.uris`)."""
+    if uris.is_uri(path):
+        return _shard_uris(str(path))
     root = Path(path)
     if root.is_file():
         return [root]
@@ -57,6 +61,20 @@ def shard_files(path: str | Path) -> list[Path]:
     files = sorted(p for p in base.glob("*.parquet") if not p.name.startswith((".", "_")))
     if not files:
         raise ShardError(f"{base}: no Parquet sample shards (run `rliv build-samples` first)")
+    return files
+
+
+def _shard_uris(uri: str) -> list[str]:
+    found = uris.kind(uri)
+    if found == "file":
+        return [uri]
+    if found is None:
+        raise ShardError(f"{uri}: no such sample directory")
+    if uris.kind(uris.join(uri, SAMPLES_SUBDIR)) == "dir":
+        uri = uris.join(uri, SAMPLES_SUBDIR)
+    files = uris.parquet_files(uri, recursive=False)
+    if not files:
+        raise ShardError(f"{uri}: no Parquet sample shards (run `rliv build-samples` first)")
     return files
 
 
@@ -75,7 +93,7 @@ def inspect_shards(path: str | Path, *, next_state: str = "asa") -> ShardInfo:
         _check_columns(file, schema, info.state_dim, next_state)
         if first is not None and info.state_names != first.state_names:
             raise ShardError(f"{file}: column '{S.STATE}' has features {info.state_names}, but "
-                             f"{files[0].name} has {first.state_names}")
+                             f"{uris.name(files[0])} has {first.state_names}")
         first = first or info
         rows += meta.num_rows
     return ShardInfo(tuple(files), first.state_names, first.mode, first.absent_rewards, rows)

@@ -47,12 +47,15 @@ def with_offline_data(config, files: list[Path], settings: TrainSettings, prelea
     """Learners, the Parquet reader and the pre-learner with the CPU budgets above."""
     import ray.data
 
+    from rliv_ray.data.uris import filesystem_and_paths
+
+    filesystem, paths = filesystem_and_paths([str(f) for f in files])
     remote = settings.num_learners > 0
     return (
         config.learners(num_learners=settings.num_learners,
                         num_cpus_per_learner=0.5 if remote else 1)
         .offline_data(
-            input_=[str(f) for f in files], input_read_method="read_parquet",
+            input_=paths, input_filesystem=filesystem, input_read_method="read_parquet",
             input_read_method_kwargs={"num_cpus": 0.5}, prelearner_class=prelearner_class,
             map_batches_kwargs={"compute": ray.data.ActorPoolStrategy(size=1),
                                 "num_cpus": 0.5, "batch_format": "pyarrow"},

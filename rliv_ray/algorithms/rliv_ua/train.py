@@ -28,6 +28,7 @@ from rliv_ray.algorithms.common.driver import (
 )
 from rliv_ray.algorithms.rliv_ua.config import RLIVUAConfig
 from rliv_ray.algorithms.rliv_ua.network import sized_id_buckets
+from rliv_ray.data import uris
 from rliv_ray.offline.shards import ShardInfo, distinct_ids, inspect_shards
 
 SCORER_FILE = "scorer.pt"
@@ -78,11 +79,11 @@ def train_rliv_ua(samples: str | Path, out: str | Path, settings: TrainSettings,
     with training_out(out, samples, resume=resume, overwrite=overwrite) as start:
         settings = remember_training(out, settings, start)
         config = build_config(info, settings, config_class)
-        params = {"samples": str(Path(samples).resolve()), "rows": info.rows,
+        params = {"samples": uris.absolute(samples), "rows": info.rows,
                   "settings": settings_params(settings), "config": _config_fields(config)}
         result = run_training(
             config, out, settings, start=start, params=params, tracking_uri=tracking_uri,
-            run_name=f"train-rliv-ua__{Path(samples).name}__{settings.seed}",
+            run_name=f"train-rliv-ua__{uris.name(samples)}__{settings.seed}",
             export=lambda checkpoint: export_checkpoint(checkpoint, out / SCORER_FILE, config),
             on_export=on_export)
         report = {**params, "state_names": list(info.state_names), "sample_mode": info.mode,
