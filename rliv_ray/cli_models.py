@@ -171,9 +171,11 @@ def _train_rliv_ua(args: argparse.Namespace, settings_for):
 
 
 def _train_rliv_ua_online(args: argparse.Namespace, settings_for):
+    from rliv_ray.algorithms.common.driver import check_training_fields
     from rliv_ray.algorithms.rliv_ua.online import OnlineSettings, train_online
 
     fields, config_class = _rliv_ua_preset(args.ablation)
+    check_training_fields(config_class, {**fields, **dict(args.set or [])})  # before OUT
     online = OnlineSettings(rounds=args.rounds, users_per_round=args.users_per_round,
                             epsilon=args.explore_epsilon)
     record = train_online(args.world, args.out, settings_for(fields), online,

@@ -435,6 +435,9 @@ CORPUS = [
                        "http://127.0.0.1:8265", "--quiet"]),
     case("train-out-under-a-file", U, "is a file, not a directory",
          lambda t, i: ["train", "rliv-ua", i.shards, "--out", a_file(t) / "o", "--quiet"]),
+    case("train-online-unknown-field", U, "unknown training field 'bogus'",
+         lambda t, i: ["train", "rliv-ua-online", i.world, "--out", t / "o", "--set",
+                       "bogus=1", "--quiet"]),
     # train sl-mgac
     case("train-sl-mgac-checkpoint-of-another-algorithm", D, "another algorithm",
          lambda t, i: ["train", "sl-mgac", i.live_samples, "--out", _copy(i.ua_run, t / "o"),

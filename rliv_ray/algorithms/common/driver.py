@@ -125,20 +125,27 @@ def resumed_training(out: Path, settings: TrainSettings, *, resume: bool) -> Tra
     return replace(settings, training={**saved, **settings.training})
 
 
-def configured(config_class, fields: dict[str, Any]):
-    """``config_class().training(**fields)`` with its field errors, where an unknown field, a
-    value of the wrong type or out of range is a ValueError naming it (``--set``)."""
+def check_training_fields(config_class, fields: dict[str, Any]):
+    """The checks of :func:`configured` that need no data (names, types, gamma and lr); a
+    fresh ``config_class()``."""
     fresh = config_class()
     for name, value in fields.items():
         if not hasattr(fresh, name):
             raise ValueError(f"unknown training field '{name}' of {config_class.__name__} "
                              "(--set FIELD=VALUE)")
-        check_field_type(name, value, getattr(fresh, name))
-    for name in ("gamma",):
-        if name in fields and not 0.0 <= fields[name] < 1.0:
-            raise ValueError(f"gamma must be in [0, 1), got {fields[name]}")
-    if "lr" in fields and isinstance(fields["lr"], int | float) and not fields["lr"] > 0:
+        if not (name == "lr" and isinstance(value, list)):  # RLlib's lr schedule
+            check_field_type(name, value, getattr(fresh, name))
+    if "gamma" in fields and not 0.0 <= fields["gamma"] < 1.0:
+        raise ValueError(f"gamma must be in [0, 1), got {fields['gamma']}")
+    if isinstance(fields.get("lr"), int | float) and not fields["lr"] > 0:
         raise ValueError(f"lr must be > 0, got {fields['lr']}")
+    return fresh
+
+
+def configured(config_class, fields: dict[str, Any]):
+    """``config_class().training(**fields)`` with its field errors, where an unknown field, a
+    value of the wrong type or out of range is a ValueError naming it (``--set``)."""
+    fresh = check_training_fields(config_class, fields)
     try:
         config = fresh.training(**fields)
         errors = config.field_errors()
