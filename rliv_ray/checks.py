@@ -113,11 +113,10 @@ def _range(low: int, high: int | None) -> str:
 def local_workers(workers, option: str = "--workers", address: str | None = None) -> None:
     """A local Ray gets as many CPUs as ``--workers`` asks for: more than this machine has
     only oversubscribes it (a cluster, ``--address`` or ``$RAY_ADDRESS``, places the tasks)."""
-    from rliv_ray.mdp.pipeline import local_cpus
-
     if not isinstance(workers, int) or address or os.environ.get("RAY_ADDRESS"):
         return
-    cpus = local_cpus()
+    affinity = getattr(os, "sched_getaffinity", None)
+    cpus = len(affinity(0)) if affinity else os.cpu_count() or 1
     if workers > cpus:
         raise CLIError(f"{option} {workers}: this machine has {cpus} CPUs for Ray tasks; ask "
                        f"for at most {cpus} (or 'auto'), or give --address of a cluster")
@@ -250,6 +249,10 @@ def _known(err: BaseException) -> tuple[int, str] | None:
         return EXIT_INVALID, one_line(str(err))
     if isinstance(err, OutputError | ClusterUnreachable):
         return EXIT_USAGE, one_line(str(err))
+    readers = tuple(t for t in (_loaded("pyarrow", "ArrowException"),
+                                _loaded("pandas.errors", "ParserError")) if t is not None)
+    if readers and isinstance(err, readers):  # a reader of an input failed on its content
+        return EXIT_INVALID, one_line(str(err))
     if isinstance(err, FileNotFoundError):  # an input that is not there
         return EXIT_INVALID, one_line(_os_message(err))
     if isinstance(err, OSError) and err.filename is not None:  # where OUT cannot be written

@@ -674,3 +674,37 @@ def test_the_same_line_from_a_real_process(name, inputs, tmp_path):
     assert done.returncode == bad.code, (done.returncode, done.stderr)
     assert len(done.stderr.splitlines()) == 1 and bad.says in done.stderr, done.stderr
     assert snapshot(tmp_path) == before
+
+
+def test_an_error_rliv_does_not_know_is_one_line_too(monkeypatch, capfd, tmp_path):
+    """A bug still gives one line (status 70); RLIV_DEBUG=1 shows its traceback."""
+    import rliv_ray.cli as cli
+
+    def broken(args):
+        raise RuntimeError("something nobody foresaw\nwith a second line")
+
+    monkeypatch.setattr(cli, "cmd_validate", broken)
+    monkeypatch.delenv("RLIV_DEBUG", raising=False)
+    code, err = run_in_process(["validate", str(tmp_path)], capfd)
+    assert code == 70 and err.count("\n") == 1, err
+    assert "unexpected RuntimeError: something nobody foresaw with a second line" in err
+    monkeypatch.setenv("RLIV_DEBUG", "1")
+    with pytest.raises(RuntimeError, match="nobody foresaw"):
+        main(["validate", str(tmp_path)])
+
+
+def test_errors_that_ray_wraps_keep_their_status_and_line():
+    from rliv_ray.checks import EXIT_BUG, classify
+    from rliv_ray.offline.prelearner import ShardError
+
+    class RayTaskError(Exception):  # what Ray raises for an error in a worker
+        pass
+
+    wrapped = RayTaskError("ray::MapBatches() (pid=1)\n  File ...\nrliv_ray.offline.prelearner."
+                           "ShardError: column 'state', row 3: NaN or infinite value")
+    assert classify(wrapped) == (EXIT_INVALID, "column 'state', row 3: NaN or infinite value")
+    try:
+        raise RayTaskError("a wrapper") from ShardError("f.parquet: column 'action', row 0")
+    except RayTaskError as err:
+        assert classify(err) == (EXIT_INVALID, "f.parquet: column 'action', row 0")
+    assert classify(RuntimeError("?")) is None and EXIT_BUG == 70
