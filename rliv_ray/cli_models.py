@@ -253,11 +253,12 @@ def _request_from_shards(samples: str, user: int | None, candidates: int
     import pyarrow.parquet as pq
 
     from rliv_ray import schema as S
+    from rliv_ray.offline.prelearner import ShardError
     from rliv_ray.offline.shards import shard_files
 
     file = shard_files(samples)[0]
     if S.RANK_SCORE not in pq.read_schema(file).names:
-        raise ValueError(f"{file}: sample shard lacks column '{S.RANK_SCORE}' (rebuild it with "
+        raise ShardError(f"{file}: sample shard lacks column '{S.RANK_SCORE}' (rebuild it with "
                          "`rliv build-samples`)")
     table = pq.read_table(file, columns=[S.USER_ID, S.AUTHOR_ID, S.STATE, S.RANK_SCORE])
     users = table[S.USER_ID].to_numpy()
@@ -272,7 +273,7 @@ def _request_from_shards(samples: str, user: int | None, candidates: int
     keep = rows[::-1][last][:candidates]
     scores = table[S.RANK_SCORE].take(keep)
     if scores.null_count:
-        raise ValueError(f"{file}: user {user} has no logged '{S.RANK_SCORE}' (its log, like "
+        raise ShardError(f"{file}: user {user} has no logged '{S.RANK_SCORE}' (its log, like "
                          "KuaiRand's, has no base ranker scores), so Eq. 1 cannot be applied")
     states = S.arrow_to_matrix(table[S.STATE].take(keep))
     return (user, table[S.AUTHOR_ID].to_numpy()[keep], states,

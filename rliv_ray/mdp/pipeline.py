@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rliv_ray import schema as S
+from rliv_ray.checks import InvalidInput
 from rliv_ray.data import io
 from rliv_ray.data.validate import LogValidationError, check_log_files, validate_log
 from rliv_ray.mdp import samples as SM
@@ -224,7 +225,7 @@ def _plain(value):
 def _n_actions(schema: pa.Schema) -> int:
     grid = json.loads((schema.metadata or {}).get(S.META_ACTION_GRID, b"[]"))
     if not grid:
-        raise ValueError("the log's schema metadata has no action grid (rliv.action_grid)")
+        raise InvalidInput("the log's schema metadata has no action grid (rliv.action_grid)")
     return len(grid)
 
 

@@ -41,7 +41,7 @@ def world_of(samples: str | Path) -> tuple[LiveWorldConfig, pa.Table]:
                          "(evaluate-ope needs a `rliv generate-live` log for the true values)")
     files = sorted((root / TEST_DIR).glob("*.parquet"))
     if not files:
-        raise ValueError(f"{root}: no held-out users' log in {TEST_DIR}/")
+        raise InvalidInput(f"{root}: no held-out users' log in {TEST_DIR}/")
     return (LiveWorldConfig.from_dict(source["world"]),
             pa.concat_tables(pq.read_table(f) for f in files))
 
