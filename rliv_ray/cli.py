@@ -18,7 +18,8 @@
     rliv ope LOGS --policy RUN              streamed off-policy estimates (IPS ... NCIS, DR)
     rliv submit -- COMMAND ...              run an rliv command as a Ray Job on a cluster
 
-Errors are one line on stderr and a non-zero exit status; nothing partial is ever written.
+Errors are one line on stderr and exit status 1 (invalid input data) or 2 (bad arguments,
+settings, output folder or environment); nothing partial is ever written.
 """
 
 from __future__ import annotations
@@ -29,25 +30,25 @@ import sys
 from pathlib import Path
 
 from rliv_ray import __version__
-
-EXIT_INVALID = 1  # the input data is invalid
-EXIT_USAGE = 2  # bad arguments or settings
-
-
-class CLIError(Exception):
-    """A user-facing error: printed as one line, exit status ``code``."""
-
-    def __init__(self, message: str, code: int = EXIT_USAGE):
-        super().__init__(message)
-        self.code = code
+from rliv_ray.checks import (  # noqa: F401 - CLIError and the statuses are this module's API
+    EXIT_INVALID,
+    EXIT_USAGE,
+    CLIError,
+    Parser,
+    integer,
+)
 
 
 def _parse_override(text: str) -> tuple[str, object]:
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"expected FIELD=VALUE, got {text!r}")
     key, raw = text.split("=", 1)
+
+    def finite_only(name: str):
+        raise argparse.ArgumentTypeError(f"{key.strip()}: expected a finite value, got {name}")
+
     try:
-        value = json.loads(raw)
+        value = json.loads(raw, parse_constant=finite_only)
     except json.JSONDecodeError:
         value = raw
     return key.strip(), value
@@ -107,9 +108,11 @@ def cmd_convert_kuairand(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from rliv_ray.data.validate import validate_any_log
+    from rliv_ray.data.live_validate import is_live_log, validate_live_log
+    from rliv_ray.data.validate import validate_log
 
-    report = validate_any_log(args.path, progress=not args.quiet)
+    report = (validate_live_log(args.path, progress=not args.quiet) if is_live_log(args.path)
+              else validate_log(args.path, progress=not args.quiet))
     absent = ", ".join(report.absent_columns) or "none"
     print(f"ok: {report.rows:,} rows, {report.users:,} users in {report.files} files "
           f"(source {report.source}; absent columns: {absent})")
@@ -119,9 +122,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_summary(args: argparse.Namespace) -> int:
     from rliv_ray.data import io
     from rliv_ray.data.summary import format_summary, summarize_log
+    from rliv_ray.data.validate import validate_log
     from rliv_ray.mdp.stitching import StitchConfig
     from rliv_ray.tracking import tracking_run
 
+    validate_log(args.path, progress=not args.quiet)  # values too: a summary of NaN helps nobody
     length = args.sequence_length
     if length is None:
         length = io.read_manifest(args.path).get("world", {}).get("sequence_length", 100)
@@ -152,9 +157,10 @@ def cmd_check_world(args: argparse.Namespace) -> int:
 
 
 def _add_world_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--users", type=int, help="number of users (default 2000; ignored with --rows)")
-    p.add_argument("--days", type=int, help="days simulated per user (default 14)")
-    p.add_argument("--seed", type=int, help="random seed: same seed, same log (default 0)")
+    p.add_argument("--users", type=integer(1),
+                   help="number of users (default 2000; ignored with --rows)")
+    p.add_argument("--days", type=integer(1), help="days simulated per user (default 14)")
+    p.add_argument("--seed", type=integer(0), help="random seed: same seed, same log (default 0)")
     p.add_argument("--config", help="JSON file of UAWorldConfig fields")
     p.add_argument("--set", action="append", type=_parse_override, metavar="FIELD=VALUE",
                    help="override one UAWorldConfig field, e.g. --set click_rate=0.005 "
@@ -249,25 +255,27 @@ def _add_sample_options(p: argparse.ArgumentParser) -> None:
                    "cannot beat there; N >= 1: Ray Data with N tasks at a time; 0: this "
                    "process, without Ray. Prints the choice")
     p.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
-    p.add_argument("--sequence-length", type=int, help="L of the truncated behaviour sequence "
+    p.add_argument("--sequence-length", type=integer(1),
+                   help="L of the truncated behaviour sequence "
                    "(default: the world's setting, else 30)")
     p.add_argument("--content", choices=["exposures", "engagements"], default="exposures",
                    help="what the sequence stores (default: every exposure)")
-    p.add_argument("--window-ms", type=int, default=2_000,
+    p.add_argument("--window-ms", type=integer(0), default=2_000,
                    help="half-width of the stitching time window (default 2000)")
-    p.add_argument("--asa-epochs", type=int, default=10, help="ASA training epochs (default 10)")
+    p.add_argument("--asa-epochs", type=integer(1), default=10,
+                   help="ASA training epochs (default 10)")
     p.add_argument("--asa-targets", choices=["pair_and_gap", "all_dynamic"],
                    default="pair_and_gap", help="what ASA predicts (default: the pair features "
                    "and the gap; all_dynamic adds user and author features)")
-    p.add_argument("--max-train-tuples", type=int, default=1_000_000,
+    p.add_argument("--max-train-tuples", type=integer(1), default=1_000_000,
                    help="stitched tuples sampled to train ASA (default 1,000,000)")
-    p.add_argument("--seed", type=int, default=0, help="seed of ASA and of the tuple sample")
+    p.add_argument("--seed", type=integer(0), default=0, help="seed of ASA and of the tuple sample")
     p.add_argument("--tracking-uri", help="log to MLflow at this URI (default: "
                    "$RLIV_TRACKING_URI, else none)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rliv", description=__doc__,
+    parser = Parser(prog="rliv", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"rliv-ray {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -282,9 +290,10 @@ def build_parser() -> argparse.ArgumentParser:
             "Simulate the synthetic user-author world under its logging policy and write a "
             "bucketed Parquet log (OUT/log), its ground truth (OUT/truth) and OUT/manifest.json.")
     p.add_argument("out", help="output dataset directory")
-    p.add_argument("--rows", type=int, help="stop at exactly this many exposures (the number "
+    p.add_argument("--rows", type=integer(1),
+                   help="stop at exactly this many exposures (the number "
                    "of users is derived from a pilot run); default: every user's full horizon")
-    p.add_argument("--files", type=int, help="number of user buckets / Parquet files "
+    p.add_argument("--files", type=integer(1), help="number of user buckets / Parquet files "
                    "(default: one per 500,000 rows)")
     _add_world_options(p)
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
@@ -316,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
             "weight), an immediate-reward-greedy policy and an oracle that knows the latent "
             "pair state, and compare long-term value per user with paired 95%% intervals over "
             "seeds. Exit 1 if the oracle does not clearly beat both.")
-    p.add_argument("--seeds", type=int, default=3, help="number of seeds (default 3)")
+    p.add_argument("--seeds", type=integer(2), default=3, help="number of seeds (default 3)")
     _add_world_options(p)
 
     from rliv_ray.cli_models import add_model_parsers
@@ -349,9 +358,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("src", help="folder with log_standard_*.csv, user_features_*.csv and "
                    "video_features_basic_*.csv")
     p.add_argument("out", help="output dataset directory")
-    p.add_argument("--buckets", type=int, default=16, help="user buckets = output files; use "
+    p.add_argument("--buckets", type=integer(1), default=16,
+                   help="user buckets = output files; use "
                    "64+ for KuaiRand-27K so one bucket fits in memory (default 16)")
-    p.add_argument("--chunk-rows", type=int, default=1_000_000,
+    p.add_argument("--chunk-rows", type=integer(1), default=1_000_000,
                    help="CSV rows read per chunk (default 1,000,000)")
     p.add_argument("--include-random", action="store_true",
                    help="also convert log_random_*.csv (randomly exposed videos)")
@@ -367,7 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
             "Rows, users, authors, pairs, label rates, and the share of interactions whose "
             "pair's previous interaction is still in the user's truncated behaviour sequence.")
     p.add_argument("path", help="dataset directory, folder of Parquet files, or one file")
-    p.add_argument("--sequence-length", type=int, help="L, the behaviour sequence length "
+    p.add_argument("--sequence-length", type=integer(1), help="L, the behaviour sequence length "
                    "(default: the world's setting, else 100)")
     p.add_argument("--content", choices=["exposures", "engagements"], default="exposures",
                    help="what the sequence stores: every exposure, or only engagements")
@@ -378,29 +388,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from rliv_ray.data.validate import LogValidationError
-    from rliv_ray.ray_address import ClusterUnreachable, check_ray_address
-    from rliv_ray.tensor_files import DataFileError
+    """``rliv ARGV``: the exit status. Every error is one line on stderr (:mod:`rliv_ray.checks`
+    says which status it gets); arguments and the environment are checked before any work."""
+    import os
 
+    from rliv_ray.checks import DEBUG_ENV, EXIT_BUG, classify, one_line, preflight
+
+    args = build_parser().parse_args(argv)
     try:
-        check_ray_address(getattr(args, "address", None))  # before any work, not after it
+        preflight(args)  # tracking URI, OUT's location, cluster address: before any work
         return args.func(args)
-    except (LogValidationError, DataFileError) as err:
-        print(f"rliv {args.command}: error: {err}", file=sys.stderr)
-        return EXIT_INVALID
-    except CLIError as err:
-        print(f"rliv {args.command}: error: {err}", file=sys.stderr)
-        return err.code
-    except ClusterUnreachable as err:
-        print(f"rliv {args.command}: error: {err}", file=sys.stderr)
-        return EXIT_USAGE
-    except (FileExistsError, FileNotFoundError, ValueError) as err:  # OUT, settings
-        print(f"rliv {args.command}: error: {err}", file=sys.stderr)
-        return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"rliv {args.command}: interrupted; no partial output was kept", file=sys.stderr)
         return 130
+    except Exception as err:  # noqa: BLE001 - every error becomes one line
+        known = classify(err)
+        if known is None and os.environ.get(DEBUG_ENV):
+            raise
+        code, message = known or (EXIT_BUG, f"unexpected {type(err).__name__}: "
+                                  f"{one_line(str(err), 300)} (a bug in rliv: rerun with "
+                                  f"{DEBUG_ENV}=1 for the traceback, and report it)")
+        print(f"rliv {args.command}: error: {message}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

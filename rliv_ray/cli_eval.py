@@ -16,6 +16,8 @@ import argparse
 import time
 from pathlib import Path
 
+from rliv_ray.checks import PROBABILITY, integer, number
+
 DEFAULT_POLICIES = ("RankingModel", "Greedy", "Oracle")
 
 
@@ -33,15 +35,17 @@ def add_eval_parsers(add, parse_override) -> None:
                    f"{', '.join(DEFAULT_POLICIES)})")
     p.add_argument("--baseline", default="RankingModel", help="the label margins are paired "
                    "against (default RankingModel)")
-    p.add_argument("--seeds", type=int, default=10, help="rollout seeds (default 10)")
-    p.add_argument("--users", type=int, help="evaluate the first N users of the world's "
+    p.add_argument("--seeds", type=integer(1), default=10, help="rollout seeds (default 10)")
+    p.add_argument("--users", type=integer(1), help="evaluate the first N users of the world's "
                    "population (default: all)")
-    p.add_argument("--buckets", type=int, default=4, help="user buckets per seed, the unit of "
+    p.add_argument("--buckets", type=integer(1), default=4,
+                   help="user buckets per seed, the unit of "
                    "parallel work (default 4)")
-    p.add_argument("--workers", type=int, default=0, help="parallel Ray tasks (default 0: in "
+    p.add_argument("--workers", type=integer(0), default=0,
+                   help="parallel Ray tasks (default 0: in "
                    "this process); with --address, tasks run on that cluster")
     p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS if set)")
-    p.add_argument("--epsilon", type=float, default=0.0, help="per-candidate exploration of "
+    p.add_argument("--epsilon", type=PROBABILITY, default=0.0, help="per-candidate exploration of "
                    "learned policies (default 0: greedy)")
     p.add_argument("--set", action="append", type=parse_override, metavar="FIELD=VALUE",
                    help="override one world field for the evaluation, e.g. "
@@ -59,12 +63,13 @@ def add_eval_parsers(add, parse_override) -> None:
                    "holding whole users")
     p.add_argument("--out", required=True, help="directory for simulator.json, models.pt and "
                    "replay.npz")
-    p.add_argument("--epochs", type=int, default=5, help="passes over the log (default 5)")
-    p.add_argument("--hidden", type=int, default=64, help="hidden width of each model "
+    p.add_argument("--epochs", type=integer(1), default=5, help="passes over the log (default 5)")
+    p.add_argument("--hidden", type=integer(1), default=64, help="hidden width of each model "
                    "(default 64)")
-    p.add_argument("--holdout-share", type=float, default=0.2, help="share of users held out "
+    p.add_argument("--holdout-share", type=number(0.0, 1.0, low_open=True, high_open=True),
+                   default=0.2, help="share of users held out "
                    "to report the fit on (default 0.2)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=integer(0), default=0)
     p.add_argument("--overwrite", action="store_true")
 
 
@@ -84,7 +89,7 @@ def _policies(texts: list[str] | None) -> dict[str, str]:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import json
 
-    from rliv_ray.cli import EXIT_INVALID, EXIT_USAGE, CLIError
+    from rliv_ray.checks import EXIT_INVALID, EXIT_USAGE, CLIError, InvalidInput
     from rliv_ray.data import io
     from rliv_ray.data.ua_config import UAWorldConfig
     from rliv_ray.data.ua_lever import format_comparison
@@ -102,7 +107,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise CLIError(f"--baseline '{args.baseline}' is not among the policies "
                        f"{list(policies)}")
     if not Path(args.world).is_dir():
-        raise CLIError(f"{args.world}: no such directory")
+        raise InvalidInput(f"{args.world}: no such directory")
     if args.out:
         check_not_input(args.out, [args.world])
     simulator = str(Path(args.world).resolve()) if is_simulator(args.world) else None
@@ -155,8 +160,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_fit_simulator(args: argparse.Namespace) -> int:
-    from rliv_ray.cli import EXIT_USAGE, CLIError
+    from rliv_ray.checks import EXIT_USAGE, CLIError, InvalidInput
     from rliv_ray.data import io
+    from rliv_ray.data.validate import LogValidationError, validate_log
     from rliv_ray.evaluation.sim_model import SimulatorConfig, fit_from_log
     from rliv_ray.evaluation.world import one_torch_thread
 
@@ -167,12 +173,17 @@ def cmd_fit_simulator(args: argparse.Namespace) -> int:
         raise CLIError(f"invalid simulator setting: {err}", EXIT_USAGE) from err
     progress = (lambda _: None) if args.quiet else print
     began = time.perf_counter()
+    try:
+        validate_log(args.log)  # before OUT: fitting reads the whole log anyway
+    except LogValidationError as err:
+        raise InvalidInput(f"cannot fit a simulator to {args.log}: not an interaction log "
+                           f"({err})") from err
     with io.atomic_output_dir(args.out, overwrite=args.overwrite, inputs=[args.log]) as out, \
             one_torch_thread():
         try:
             sim = fit_from_log(args.log, config, progress)
         except (FileNotFoundError, ValueError) as err:
-            raise CLIError(f"cannot fit a simulator to {args.log}: {err}") from err
+            raise InvalidInput(f"cannot fit a simulator to {args.log}: {err}") from err
         sim.save(out)
     print(f"fitted on {sim.meta['fit_rows']:,} rows in {time.perf_counter() - began:.0f}s; "
           f"held-out fit on {sim.meta['holdout_rows']:,} rows:")

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 
+from rliv_ray.checks import integer, number
+
 
 def add_live_parsers(add, parse_override) -> None:
     """Register the live subcommands with ``add(name, func, help_text) -> ArgumentParser``
@@ -23,10 +25,10 @@ def add_live_parsers(add, parse_override) -> None:
             "a live stream injected or not per request) under its logging policy and write a "
             "bucketed Parquet log (OUT/log) and OUT/manifest.json.")
     p.add_argument("out", help="output dataset directory")
-    p.add_argument("--users", type=int, help="number of users (default 2000)")
-    p.add_argument("--days", type=int, help="days simulated (default 2)")
-    p.add_argument("--seed", type=int, help="random seed: same seed, same log (default 0)")
-    p.add_argument("--files", type=int, help="number of user buckets / Parquet files "
+    p.add_argument("--users", type=integer(1), help="number of users (default 2000)")
+    p.add_argument("--days", type=integer(1), help="days simulated (default 2)")
+    p.add_argument("--seed", type=integer(0), help="random seed: same seed, same log (default 0)")
+    p.add_argument("--files", type=integer(1), help="number of user buckets / Parquet files "
                    "(default: about 200,000 rows each)")
     p.add_argument("--config", help="JSON file of LiveWorldConfig fields")
     p.add_argument("--set", action="append", type=parse_override, metavar="FIELD=VALUE",
@@ -41,11 +43,12 @@ def add_live_parsers(add, parse_override) -> None:
             "(OUT/test) and OUT/manifest.json, one log file at a time.")
     p.add_argument("logs", help="log dataset directory, folder of Parquet files, or one file")
     p.add_argument("out", help="output directory")
-    p.add_argument("--groups", type=int, default=6,
+    p.add_argument("--groups", type=integer(1), default=6,
                    help="K, the number of activity groups (default 6)")
-    p.add_argument("--test-share", type=float, default=0.2,
+    p.add_argument("--test-share", type=number(0.0, 1.0, low_open=True, high_open=True),
+                   default=0.2,
                    help="share of users held out for evaluation (default 0.2)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the user split (default 0)")
+    p.add_argument("--seed", type=integer(0), default=0, help="seed of the user split (default 0)")
     p.add_argument("--terminal", metavar="{user_end,none,session}",
                    help="which transitions end the trajectory: the user's last request in the "
                    "log (user_end, default: the paper's infinite MDP), none (the last row "
@@ -64,13 +67,14 @@ def _add_check_parser(add, parse_override) -> None:
             "tuned on separate seeds, paired 95%% intervals over seeds, with the video time "
             "each policy costs. Exit 1 with one line if the oracle does not beat both by more "
             "than the interval.")
-    p.add_argument("--users", type=int, default=4000, help="users per seed (default 4000)")
-    p.add_argument("--days", type=int, help="days simulated (default: the world's, 2)")
-    p.add_argument("--seed", type=int, help="first evaluation seed (default 0)")
-    p.add_argument("--seeds", type=int, default=6, help="evaluation seeds (default 6)")
-    p.add_argument("--tune-seeds", type=int, default=2,
+    p.add_argument("--users", type=integer(1), default=4000, help="users per seed (default 4000)")
+    p.add_argument("--days", type=integer(1), help="days simulated (default: the world's, 2)")
+    p.add_argument("--seed", type=integer(0), help="first evaluation seed (default 0)")
+    p.add_argument("--seeds", type=integer(2), default=6, help="evaluation seeds (default 6)")
+    p.add_argument("--tune-seeds", type=integer(1), default=2,
                    help="separate seeds that tune the threshold and the oracle (default 2)")
-    p.add_argument("--gamma", type=float, default=0.9, help="discount (default 0.9)")
+    p.add_argument("--gamma", type=number(0.0, 1.0, high_open=True), default=0.9,
+                   help="discount (default 0.9)")
     p.add_argument("--discount", choices=["request", "session"], default="request",
                    help="gamma on every transition (request, the samples' default) or only "
                    "into a new session (session)")

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-EXIT_INVALID, EXIT_USAGE = 1, 2
+from rliv_ray.checks import PROBABILITY, integer, number
+
 NCIS_KINDS = ("stepwise", "trajectory", "per_decision")
 """rliv_ray.ope.ncis's KINDS, its DEFAULT_KIND first (spelled out: that import takes ~1 s)."""
 
@@ -53,11 +52,11 @@ def add_model_parsers(sub, parse_override) -> None:
     p.set_defaults(func=cmd_train, train=_train_rliv_ua_online)
     p.add_argument("world", help="a `rliv generate` output (its log starts the loop)")
     p.add_argument("--ablation", default="full", help="as for `rliv train rliv-ua`")
-    p.add_argument("--rounds", type=int, default=3, help="rollout rounds after the initial "
+    p.add_argument("--rounds", type=integer(0), default=3, help="rollout rounds after the initial "
                    "offline round (default 3)")
-    p.add_argument("--users-per-round", type=int, default=200, help="users rolled out per "
+    p.add_argument("--users-per-round", type=integer(1), default=200, help="users rolled out per "
                    "round (default 200)")
-    p.add_argument("--explore-epsilon", type=float, default=0.2, help="per-candidate "
+    p.add_argument("--explore-epsilon", type=PROBABILITY, default=0.2, help="per-candidate "
                    "exploration of the rollouts (default 0.2)")
     _add_train_options(p, parse_override, "RLIVUAConfig", "gamma=0.8")
 
@@ -91,11 +90,11 @@ def add_model_parsers(sub, parse_override) -> None:
     p.set_defaults(func=cmd_evaluate_ope)
     p.add_argument("samples", help="a build-live-samples output (its test/ split is scored)")
     p.add_argument("runs", nargs="+", help="training output directories holding policy.pt")
-    p.add_argument("--seeds", type=int, default=3, help="on-policy runs per policy for the "
+    p.add_argument("--seeds", type=integer(1), default=3, help="on-policy runs per policy for the "
                    "true value (default 3)")
-    p.add_argument("--epsilon", type=float, default=0.2, help="exploration of Eq. 16 "
+    p.add_argument("--epsilon", type=PROBABILITY, default=0.2, help="exploration of Eq. 16 "
                    "(default 0.2, the paper's)")
-    p.add_argument("--cap", default="10", help="NCIS weight cap: a number, 'inf' or "
+    p.add_argument("--cap", default="10", type=_cap, help="NCIS weight cap: a number, 'inf' or "
                    "'quantile:0.99' (default 10)")
     p.add_argument("--ncis-kind", default=NCIS_KINDS[0], choices=NCIS_KINDS,
                    help="NCIS weights: stepwise (each step's own ratio; default, accurate on "
@@ -116,31 +115,32 @@ def add_model_parsers(sub, parse_override) -> None:
     p.set_defaults(func=cmd_rerank)
     p.add_argument("scorer", help="an exported scorer file (OUT/scorer.pt)")
     p.add_argument("samples", help="sample shards to take the request's candidates from")
-    p.add_argument("--user", type=int, help="user id (default: the user with most rows)")
-    p.add_argument("--candidates", type=int, default=300, help="at most this many (300)")
-    p.add_argument("--top-k", type=int, default=10)
-    p.add_argument("--tower", action="append", metavar="TOWER[=WEIGHT]",
+    p.add_argument("--user", type=integer(0), help="user id (default: the user with most rows)")
+    p.add_argument("--candidates", type=integer(1), default=300, help="at most this many (300)")
+    p.add_argument("--top-k", type=integer(1), default=10)
+    p.add_argument("--tower", action="append", metavar="TOWER[=WEIGHT]", type=_tower_weight,
                    help="tower(s) whose Q picks the weight, e.g. follow=0.5 --tower gift=0.5 "
                    "(default: the model's serving_tower)")
-    p.add_argument("--epsilon", type=float, help="per-candidate exploration (default: the "
+    p.add_argument("--epsilon", type=PROBABILITY, help="per-candidate exploration (default: the "
                    "model's epsilon)")
 
 
 def _add_train_options(p, parse_override, config_name: str, examples: str) -> None:
     p.add_argument("--out", required=True, help="training output directory")
-    p.add_argument("--iterations", type=int, default=20, help="RLlib iterations (default 20)")
-    p.add_argument("--updates-per-iteration", type=int, default=100,
+    p.add_argument("--iterations", type=integer(1), default=20,
+                   help="RLlib iterations (default 20)")
+    p.add_argument("--updates-per-iteration", type=integer(1), default=100,
                    help="gradient updates per iteration and learner (default 100)")
-    p.add_argument("--checkpoint-every", type=int, default=5,
+    p.add_argument("--checkpoint-every", type=integer(1), default=5,
                    help="iterations between checkpoints (default 5; the last is always saved)")
-    p.add_argument("--num-learners", type=int, default=0, help="0: learn in this process; "
+    p.add_argument("--num-learners", type=integer(0), default=0, help="0: learn in this process; "
                    "N >= 1: N remote learners (DDP when N > 1) (default 0)")
     p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a "
                    "private local Ray)")
     p.add_argument("--set", action="append", type=parse_override, metavar="FIELD=VALUE",
                    help=f"a {config_name}.training() field (JSON value), e.g. {examples}; "
                    "repeatable")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=integer(0), default=0)
     p.add_argument("--stream", action="store_true", help="stream shards from Parquet every "
                    "epoch instead of keeping them in Ray's object store (logs larger than RAM)")
     p.add_argument("--resume", action="store_true", help="continue from OUT's latest checkpoint")
@@ -171,9 +171,11 @@ def _train_rliv_ua(args: argparse.Namespace, settings_for):
 
 
 def _train_rliv_ua_online(args: argparse.Namespace, settings_for):
+    from rliv_ray.algorithms.common.driver import check_training_fields
     from rliv_ray.algorithms.rliv_ua.online import OnlineSettings, train_online
 
     fields, config_class = _rliv_ua_preset(args.ablation)
+    check_training_fields(config_class, {**fields, **dict(args.set or [])})  # before OUT
     online = OnlineSettings(rounds=args.rounds, users_per_round=args.users_per_round,
                             epsilon=args.explore_epsilon)
     record = train_online(args.world, args.out, settings_for(fields), online,
@@ -196,9 +198,7 @@ def _train_sl_mgac(args: argparse.Namespace, settings_for):
 
 def cmd_train(args: argparse.Namespace) -> int:
     from rliv_ray.algorithms.common.driver import TrainSettings
-    from rliv_ray.offline.prelearner import ShardError
-    from rliv_ray.tensor_files import DataFileError
-    from rliv_ray.train_loop import LoopSettings, TrainingDiverged
+    from rliv_ray.train_loop import LoopSettings
 
     def settings_for(preset: dict) -> TrainSettings:
         return TrainSettings(
@@ -208,19 +208,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             address=args.address, seed=args.seed, materialize=not args.stream,
             training={**preset, **dict(args.set or [])})
 
-    try:
-        report = args.train(args, settings_for)
-    except (ShardError, DataFileError) as err:  # before ValueError, their base: invalid data
-        return _fail(str(err), EXIT_INVALID)
-    except (FileExistsError, FileNotFoundError, ValueError) as err:  # settings or OUT
-        return _fail(str(err), EXIT_USAGE)
-    except TrainingDiverged as err:
-        return _fail(str(err), EXIT_INVALID)
-    except Exception as err:  # noqa: BLE001 - a worker's ShardError arrives wrapped by Ray
-        shard = _shard_error(err)
-        if shard is None:
-            raise
-        return _fail(shard, EXIT_INVALID)
+    report = args.train(args, settings_for)
     metrics = report["metrics"]
     print(json.dumps({"iterations": report["iteration"], "updates": report["updates"],
                       "loss": metrics.get("loss/total"), "checkpoint": report["checkpoint"],
@@ -229,19 +217,17 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_rerank(args: argparse.Namespace) -> int:
+    from rliv_ray.checks import CLIError
     from rliv_ray.serving import ServingConfig, load_scorer
-    from rliv_ray.tensor_files import DataFileError
 
-    towers = dict(_tower_weight(t) for t in args.tower) if args.tower else None
+    towers = dict(args.tower) if args.tower else None
     try:
         config = ServingConfig(top_k=args.top_k, tower_weights=towers, epsilon=args.epsilon)
-        scorer = load_scorer(args.scorer, config)
-        user, authors, states, scores = _request_from_shards(args.samples, args.user,
-                                                             args.candidates)
-    except DataFileError as err:  # a crafted or corrupt scorer file
-        return _fail(str(err), EXIT_INVALID, "rerank")
-    except (ValueError, FileNotFoundError) as err:
-        return _fail(str(err), EXIT_USAGE, "rerank")
+    except ValueError as err:
+        raise CLIError(str(err)) from err
+    scorer = load_scorer(args.scorer, config)
+    user, authors, states, scores = _request_from_shards(args.samples, args.user,
+                                                         args.candidates)
     ranking = scorer.rank(user, authors, states, scores)
     latency = [_timed(scorer.rank, user, authors, states, scores) for _ in range(200)]
     print(f"user {user}: {len(authors)} candidates, towers {dict(scorer.config.tower_weights)}, "
@@ -267,11 +253,12 @@ def _request_from_shards(samples: str, user: int | None, candidates: int
     import pyarrow.parquet as pq
 
     from rliv_ray import schema as S
+    from rliv_ray.offline.prelearner import ShardError
     from rliv_ray.offline.shards import shard_files
 
     file = shard_files(samples)[0]
     if S.RANK_SCORE not in pq.read_schema(file).names:
-        raise ValueError(f"{file}: sample shard lacks column '{S.RANK_SCORE}' (rebuild it with "
+        raise ShardError(f"{file}: sample shard lacks column '{S.RANK_SCORE}' (rebuild it with "
                          "`rliv build-samples`)")
     table = pq.read_table(file, columns=[S.USER_ID, S.AUTHOR_ID, S.STATE, S.RANK_SCORE])
     users = table[S.USER_ID].to_numpy()
@@ -286,7 +273,7 @@ def _request_from_shards(samples: str, user: int | None, candidates: int
     keep = rows[::-1][last][:candidates]
     scores = table[S.RANK_SCORE].take(keep)
     if scores.null_count:
-        raise ValueError(f"{file}: user {user} has no logged '{S.RANK_SCORE}' (its log, like "
+        raise ShardError(f"{file}: user {user} has no logged '{S.RANK_SCORE}' (its log, like "
                          "KuaiRand's, has no base ranker scores), so Eq. 1 cannot be applied")
     states = S.arrow_to_matrix(table[S.STATE].take(keep))
     return (user, table[S.AUTHOR_ID].to_numpy()[keep], states,
@@ -297,19 +284,13 @@ def cmd_evaluate_ope(args: argparse.Namespace) -> int:
     from rliv_ray.ope.runs import evaluate_runs, write_table
     from rliv_ray.ope.table import render_text, to_records
     from rliv_ray.outdir import check_not_input
-    from rliv_ray.tensor_files import DataFileError
     from rliv_ray.tracking import tracking_run
 
     cap = args.cap if args.cap.startswith("quantile:") else float(args.cap)
     if args.out:
         check_not_input(args.out, [args.samples, *args.runs])
-    try:
-        rows = evaluate_runs(args.samples, args.runs, seeds=range(args.seeds),
-                             epsilon=args.epsilon, cap=cap, kind=args.ncis_kind)
-    except DataFileError as err:  # a crafted or corrupt policy.pt
-        return _fail(str(err), EXIT_INVALID, "evaluate-ope")
-    except (ValueError, FileNotFoundError) as err:
-        return _fail(str(err), EXIT_USAGE, "evaluate-ope")
+    rows = evaluate_runs(args.samples, args.runs, seeds=range(args.seeds),
+                         epsilon=args.epsilon, cap=cap, kind=args.ncis_kind)
     print(render_text(rows))
     if args.out:
         write_table(rows, Path(args.out))
@@ -324,33 +305,19 @@ def cmd_evaluate_ope(args: argparse.Namespace) -> int:
 
 def _tower_weight(text: str) -> tuple[str, float]:
     name, _, weight = text.partition("=")
-    return name, float(weight) if weight else 1.0
+    return name, number(0.0)(weight) if weight else 1.0
+
+
+def _cap(text: str) -> str:
+    """evaluate-ope's --cap: a number > 0, 'inf' or 'quantile:Q' with Q in (0, 1]."""
+    if text.startswith("quantile:"):
+        number(0.0, 1.0, low_open=True)(text.split(":", 1)[1])
+    else:
+        number(0.0, low_open=True, allow_inf=True)(text)
+    return text
 
 
 def _timed(fn, *args) -> float:
     began = time.perf_counter()
     fn(*args)
     return 1000.0 * (time.perf_counter() - began)
-
-
-def _shard_error(err: BaseException) -> str | None:
-    """The message of a ShardError raised in a Ray Data worker. Ray wraps it (a Tune
-    ``SkipExceptions``, a Ray Data ``UserCodeException``), so the chain and the texts of its
-    links are searched."""
-    from rliv_ray.offline.prelearner import ShardError
-
-    seen = set()
-    while err is not None and id(err) not in seen:
-        seen.add(id(err))
-        if isinstance(err, ShardError):
-            return str(err).strip().splitlines()[-1]
-        found = re.search(rf"{ShardError.__name__}: (.+)", str(err))
-        if found:
-            return found.group(1).strip()
-        err = err.__cause__ or err.__context__
-    return None
-
-
-def _fail(message: str, code: int, command: str = "train") -> int:
-    print(f"rliv {command}: error: {message}", file=sys.stderr)
-    return code

@@ -19,6 +19,8 @@ import math
 import time
 from pathlib import Path
 
+from rliv_ray.checks import POSITIVE, PROBABILITY, integer, number
+
 UNITS = {"rows": "per request", "trajectories": "per user"}
 ESTIMATORS = ("ips", "snips", "dm", "dr", "sndr", "switch_dr", "ncis", "ncis_trajectory",
               "ncis_per_decision", "pdis")
@@ -47,29 +49,32 @@ def add_ope_parser(add) -> None:
     p.add_argument("--estimators", default=",".join(DEFAULT_ESTIMATORS),
                    help=f"comma-separated, of {', '.join(ESTIMATORS)} (default "
                    f"{','.join(DEFAULT_ESTIMATORS)}); the ncis and pdis kinds are per user")
-    p.add_argument("--epsilon", type=float, default=0.2, help="trained policies: Eq. 16's "
+    p.add_argument("--epsilon", type=PROBABILITY, default=0.2, help="trained policies: Eq. 16's "
                    "exploration (default 0.2, the paper's)")
     p.add_argument("--stochastic", action="store_true", help="trained policies: act with the "
                    "method's own P(inject) instead of greedily (Eq. 16)")
-    p.add_argument("--beta", type=float, help="the reward's cost weight (Eq. 5) (default: the "
+    p.add_argument("--beta", type=number(0.0),
+                   help="the reward's cost weight (Eq. 5) (default: the "
                    "log's world's, from its manifest)")
-    p.add_argument("--cap", type=float, default=math.inf, help="weight clip of ips, snips and "
+    p.add_argument("--cap", type=number(0.0, low_open=True, allow_inf=True), default=math.inf,
+                   help="weight clip of ips, snips and "
                    "dr (default inf: none)")
-    p.add_argument("--ncis-cap", type=float, default=10.0, help="cap of the ncis kinds "
+    p.add_argument("--ncis-cap", type=number(0.0, low_open=True, allow_inf=True), default=10.0,
+                   help="cap of the ncis kinds "
                    "(default 10)")
-    p.add_argument("--tau", type=float, default=DEFAULT_TAU, help="switch_dr's threshold "
+    p.add_argument("--tau", type=POSITIVE, default=DEFAULT_TAU, help="switch_dr's threshold "
                    f"(default {DEFAULT_TAU:g})")
-    p.add_argument("--gamma", type=float, default=1.0, help="discount of the per-user "
+    p.add_argument("--gamma", type=number(0.0, 1.0), default=1.0, help="discount of the per-user "
                    "estimators (default 1: cumulative reward)")
-    p.add_argument("--bootstrap", type=int, default=200, help="Poisson bootstrap replicates "
+    p.add_argument("--bootstrap", type=integer(0), default=200, help="Poisson bootstrap replicates "
                    "(default 200; 0: no interval)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
+    p.add_argument("--seed", type=integer(0), default=0, help="seed of the bootstrap (default 0)")
     p.add_argument("--workers", type=_workers, default="auto", metavar="auto|N",
                    help="auto (default): Ray Data on a cluster (--address) or where this "
                    "machine and log allow 3+ tasks at once, else this process; N >= 1: Ray Data "
                    "with N tasks (one per file) at a time; 0: this process, without Ray")
     p.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
-    p.add_argument("--batch-rows", type=int, default=65_536, help="rows read at a time "
+    p.add_argument("--batch-rows", type=integer(1), default=65_536, help="rows read at a time "
                    "(default 65536)")
     p.add_argument("--out", help="also write ope.json and ope.md to this directory")
     p.add_argument("--tracking-uri", help="log the estimates to MLflow at this URI (default: "

@@ -26,6 +26,8 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+from rliv_ray.checks import POSITIVE, integer
+
 DEFAULT_PORT = 5000
 DEFAULT_STORE = "mlflow.db"
 START_TIMEOUT_S = 180.0  # a cold `mlflow server` on a busy machine takes a minute to answer
@@ -40,15 +42,16 @@ def add_ui_parsers(add) -> None:
             "the URL of the rliv-ray experiment's runs and stop on Ctrl-C.")
     p.add_argument("--tracking-uri", help="the store to browse (default: $RLIV_TRACKING_URI, "
                    f"else sqlite:///$PWD/{DEFAULT_STORE})")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT,
+    p.add_argument("--port", type=integer(0, 65535), default=DEFAULT_PORT,
                    help=f"port to listen on (default {DEFAULT_PORT}; 0: any free port)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; "
                    "a non-loopback address needs --allow-remote)")
     p.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --host: "
                    "the MLflow server has no login, so anyone who reaches it can read and "
                    "delete runs")
-    p.add_argument("--workers", type=int, default=1, help="server worker processes (default 1)")
-    p.add_argument("--start-timeout", type=float, default=START_TIMEOUT_S,
+    p.add_argument("--workers", type=integer(1), default=1,
+                   help="server worker processes (default 1)")
+    p.add_argument("--start-timeout", type=POSITIVE, default=START_TIMEOUT_S,
                    help=f"seconds to wait for the server to answer (default {START_TIMEOUT_S:g})")
 
 

@@ -75,6 +75,21 @@ def check_local(out: str | os.PathLike) -> None:
             f"{out}: an output must be a local or mounted path (it is committed by a rename and "
             "guarded by a lock file, which object stores do not offer); URIs are read as "
             "inputs only (nothing was written)")
+def check_out_location(out: str | os.PathLike) -> None:
+    """Raise OutputError unless OUT can be created where it is asked for: OUT, if it exists, is
+    a folder; the nearest existing folder above it is a folder this process may write. Nothing
+    is created (the first write is OUT's lock)."""
+    check_local(out)
+    path = Path(os.path.abspath(out))
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"{out} is a file, not a directory: choose another output")
+    parent = path.parent
+    while not os.path.lexists(parent):
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputError(f"cannot create {out}: {parent} is a file, not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write {out}: {parent} is not writable")
 
 
 def check_not_input(out: str | os.PathLike, inputs: Iterable[str | os.PathLike | None]) -> None:
@@ -142,7 +157,10 @@ def locked(out: str | os.PathLike, say: Say = notice) -> Iterator[None]:
     live process holds it. A stale lock (process gone, same host) is reported and replaced."""
     out = Path(out)
     lock = sibling(out, "lock")
-    lock.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"cannot create {out}: {err.strerror} ({err.filename})") from None
     me = {"pid": os.getpid(), "host": socket.gethostname(), "start": _start_ticks(os.getpid()),
           "since": time.strftime("%Y-%m-%dT%H:%M:%S"), "command": " ".join(sys.argv)}
     for _ in range(50):  # up to 10 s for a lock that is being written
@@ -163,6 +181,8 @@ def locked(out: str | os.PathLike, say: Say = notice) -> Iterator[None]:
                 say(f"removed the stale lock {lock} of pid {holder.get('pid', '?')} on "
                     f"{holder.get('host', '?')}, which is no longer running")
             continue
+        except OSError as err:
+            raise OutputError(f"cannot write {out}: {err.strerror} ({lock})") from None
         with os.fdopen(fd, "w") as f:
             f.write(json.dumps(me) + "\n")
         break

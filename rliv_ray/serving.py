@@ -332,8 +332,11 @@ def read_meta(path: str | os.PathLike) -> tuple[nn.Module, dict]:
     what = "an RLIV-UA scorer exported by this version of rliv-ray"
     meta, state = load_meta_file(path, what, "export it again (`rliv train rliv-ua`)")
     if meta.get("format_version") != FORMAT_VERSION:
-        raise DataFileError(f"{path}: format_version {meta.get('format_version')!r} is not "
-                            f"{FORMAT_VERSION}; export it again")
+        kind = (" (an SL-MGAC policy of `rliv train sl-mgac`)" if "edges" in meta
+                and "method" in meta else "")
+        raise DataFileError(f"{path}: not {what}{kind}: format_version "
+                            f"{meta.get('format_version')!r} is not {FORMAT_VERSION}; export it "
+                            "again")
     try:
         net = _network(meta["scoring"], meta["spec"])
         net.load_state_dict(state)

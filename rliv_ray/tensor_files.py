@@ -113,5 +113,7 @@ def why(err: BaseException) -> str:
     found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
     if found:
         return f"it asks to load the Python object {found.group(1)}"
+    if text.startswith("Weights only load failed"):
+        return "not a file of tensors that torch reads without unpickling"
     first = text.strip().splitlines()[0] if text.strip() else ""
     return f"{type(err).__name__}: {first}" if first else type(err).__name__

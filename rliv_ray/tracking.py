@@ -81,6 +81,82 @@ def resolve_tracking_uri(uri: str | None) -> str | None:
     return uri or os.environ.get(TRACKING_URI_ENV) or None
 
 
+STORE_SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks",
+                 "databricks-uc")
+"""Tracking stores MLflow 3 opens (a plain folder or ``file:`` store is refused by it)."""
+TIMEOUT_S = 5.0
+
+
+def check_tracking_uri(uri: str | None) -> str | None:
+    """The tracking URI a command will use (``uri``, else ``$RLIV_TRACKING_URI``, else None),
+    checked before any work so that a run never fails at its end, after its output was
+    written: a scheme MLflow opens; for ``sqlite:`` an absolute path in an existing, writable
+    folder (an existing file must be an SQLite database); for ``http(s):`` a server that
+    answers. CLIError (exit status 2) naming the option or the variable if not."""
+    from rliv_ray.checks import CLIError
+
+    resolved = resolve_tracking_uri(uri)
+    if resolved is None:
+        return None
+    where = f"--tracking-uri {resolved}" if uri else f"${TRACKING_URI_ENV}={resolved}"
+    problem = _tracking_problem(resolved)
+    if problem:
+        raise CLIError(f"{where}: {problem}")
+    return resolved
+
+
+def _tracking_problem(uri: str) -> str | None:
+    from urllib.parse import urlsplit
+
+    scheme = uri.split(":", 1)[0].lower() if re.match(r"^[A-Za-z][\w+.-]*:", uri) else ""
+    driver = scheme.split("+", 1)[0]
+    if driver not in STORE_SCHEMES:
+        return ("not a tracking store MLflow opens; use sqlite:////ABS/PATH/mlflow.db or "
+                "http://HOST:PORT of an MLflow server")
+    if driver == "sqlite":
+        return _sqlite_problem(uri)
+    if driver in ("http", "https"):
+        from rliv_ray.ray_address import ClusterUnreachable, check_reachable
+
+        parts = urlsplit(uri)
+        try:
+            port = parts.port or (443 if driver == "https" else 80)
+        except ValueError as err:
+            return str(err)
+        if not parts.hostname:
+            return "no host in the URI"
+        try:
+            check_reachable(parts.hostname, port, "the MLflow server", TIMEOUT_S)
+        except ClusterUnreachable as err:
+            return str(err)
+    return None
+
+
+def _sqlite_problem(uri: str) -> str | None:
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix) or uri == prefix:
+        return "expected sqlite:////ABS/PATH/mlflow.db"
+    path = Path(uri[len(prefix):])
+    if not path.is_absolute():
+        return (f"the path {path} is relative (to whatever folder a command runs in); use "
+                f"sqlite:///{Path(os.path.abspath(path))}")
+    if path.exists():
+        if not path.is_file():
+            return f"{path} is not a file"
+        with path.open("rb") as f:
+            head = f.read(16)
+        if head and head != b"SQLite format 3\x00":
+            return f"{path} is not an SQLite database"
+        return None
+    folder = path.parent
+    if not folder.is_dir():
+        what = "is a file, not a directory" if folder.exists() else "does not exist"
+        return f"the folder of the database, {folder}, {what}"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"the folder of the database, {folder}, is not writable"
+    return None
+
+
 @contextlib.contextmanager
 def tracking_run(uri: str | None, run_name: str, *,
                  experiment: str = EXPERIMENT) -> Iterator[Tracker]:

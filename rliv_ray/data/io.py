@@ -60,7 +60,19 @@ def read_manifest(path: str | os.PathLike) -> dict:
         text = uris.read_text(uris.join(str(path), MANIFEST))
         return json.loads(text) if text else {}
     file = Path(path) / MANIFEST
-    return json.loads(file.read_text()) if file.exists() else {}
+    if not file.exists():
+        return {}
+    try:
+        manifest = json.loads(file.read_text())
+    except (OSError, ValueError) as err:
+        from rliv_ray.checks import InvalidInput
+
+        raise InvalidInput(f"{file}: not a readable manifest ({err})") from None
+    if not isinstance(manifest, dict):
+        from rliv_ray.checks import InvalidInput
+
+        raise InvalidInput(f"{file}: not a manifest (expected a JSON object)")
+    return manifest
 
 
 def log_files(path: str | os.PathLike) -> list[Path] | list[str]:

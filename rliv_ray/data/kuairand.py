@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 
 from rliv_ray import schema as S
 from rliv_ray.actions import ActionGrid
+from rliv_ray.checks import InvalidInput, one_line
 from rliv_ray.data.io import LOG_DIR, atomic_output_dir, part_name, user_bucket, write_manifest
 from rliv_ray.progress import Progress
 
@@ -117,7 +118,7 @@ def find_kuairand_files(src_dir, *, include_random: bool = False) -> KuaiRandFil
         raise FileNotFoundError(f"{src}: no KuaiRand log files (log_standard_*.csv) found")
     variants = {m[2].lower() if (m := _LOG_NAME.match(p.name)) else None for p in logs}
     if len(variants) != 1 or None in variants:
-        raise ValueError(f"{src}: cannot tell one KuaiRand variant (pure, 1k, 27k) from the "
+        raise InvalidInput(f"{src}: cannot tell one KuaiRand variant (pure, 1k, 27k) from the "
                          f"log names {[p.name for p in logs]}")
     variant = variants.pop()
     users = src / f"user_features_{variant}.csv"
@@ -131,11 +132,30 @@ def find_kuairand_files(src_dir, *, include_random: bool = False) -> KuaiRandFil
 def _read_csv(path: Path, columns: tuple[str, ...], **kwargs):
     """``pd.read_csv`` of the named columns only, in that order (a reader if ``chunksize``);
     a header without one of them is a ValueError naming the file and the columns."""
-    header = pd.read_csv(path, nrows=0).columns
+    check_header(path, columns)
+    try:
+        return pd.read_csv(path, usecols=list(columns), **kwargs)
+    except (ValueError, pd.errors.ParserError) as err:
+        raise InvalidInput(f"{path}: not a KuaiRand table ({one_line(str(err), 300)})") from None
+
+
+def check_header(path: Path, columns: tuple[str, ...]) -> None:
+    """InvalidInput (one line naming the file) unless the CSV's header has ``columns``."""
+    try:
+        header = pd.read_csv(path, nrows=0).columns
+    except (OSError, ValueError, pd.errors.ParserError) as err:
+        raise InvalidInput(f"{path}: not a readable CSV file ({one_line(str(err), 300)})") from None
     missing = [c for c in columns if c not in header]
     if missing:
-        raise ValueError(f"{path.name}: missing column(s) {missing}")
-    return pd.read_csv(path, usecols=list(columns), **kwargs)
+        raise InvalidInput(f"{path}: missing column(s) {missing}")
+
+
+def check_headers(files: KuaiRandFiles) -> None:
+    """Every input file's header, before anything is read or written."""
+    for path in files.logs:
+        check_header(path, CSV_COLUMNS)
+    check_header(files.users, USER_TABLE_COLUMNS)
+    check_header(files.videos, VIDEO_TABLE_COLUMNS)
 
 
 def user_feature_matrix(users: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, int]:
@@ -228,9 +248,13 @@ def _split_logs(files, scratch: Path, n_buckets: int, chunk_rows: int, progress:
                       enabled=progress) as bar:
             for path in files:
                 with _read_csv(path, CSV_COLUMNS, dtype=dtypes, chunksize=chunk_rows) as chunks:
-                    for chunk in chunks:
-                        _append_chunk(chunk, scratch, n_buckets, writers)
-                        bar.update(len(chunk))
+                    try:
+                        for chunk in chunks:
+                            _append_chunk(chunk, scratch, n_buckets, writers)
+                            bar.update(len(chunk))
+                    except (ValueError, pd.errors.ParserError) as err:
+                        raise InvalidInput(f"{path}: not a KuaiRand log from about row "
+                                           f"{bar.done:,} ({one_line(str(err), 300)})") from None
             bar.total = bar.done
     finally:
         for writer in writers.values():
@@ -360,6 +384,7 @@ def convert_kuairand(src_dir, out, *, n_buckets: int = 16, chunk_rows: int = 1_0
     if n_buckets < 1 or chunk_rows < 1:
         raise ValueError(f"n_buckets and chunk_rows must be >= 1, got {n_buckets}, {chunk_rows}")
     files = find_kuairand_files(src_dir, include_random=include_random)
+    check_headers(files)
     source, grid = f"kuairand-{files.variant}", ActionGrid()
     schema = S.log_schema(USER_FEATURE_NAMES, AUTHOR_FEATURE_NAMES, absent=ABSENT, source=source,
                           action_grid=grid.weights)

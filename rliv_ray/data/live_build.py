@@ -32,6 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rliv_ray import schema as S
+from rliv_ray.checks import InvalidInput
 from rliv_ray.data import io
 from rliv_ray.data.live_samples import (
     DEFAULT_TERMINAL,
@@ -130,7 +131,7 @@ def _check_whole_users(files: list[Path], users: list[np.ndarray]) -> None:
     dup = np.flatnonzero(all_users[order][1:] == all_users[order][:-1])
     if len(dup):
         first, second = file_of[order][dup[0]], file_of[order][dup[0] + 1]
-        raise ValueError(f"user {all_users[order][dup[0]]} has rows in {files[first]} and "
+        raise InvalidInput(f"user {all_users[order][dup[0]]} has rows in {files[first]} and "
                          f"{files[second]}: each file must hold whole users")
 
 

@@ -264,5 +264,8 @@ class LiveWorldConfig:
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown LiveWorldConfig fields: {sorted(unknown)}")
+        from rliv_ray.checks import check_dataclass_fields
+
+        check_dataclass_fields(cls, data)
         tuples = {k: tuple(v) for k, v in data.items() if isinstance(v, list)}
         return cls(**{**data, **tuples})

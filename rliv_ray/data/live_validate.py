@@ -38,7 +38,7 @@ def validate_live_log(path: str | os.PathLike, *, progress: bool = False) -> Log
     """Check every file of the live-stream log at ``path`` (dataset directory, directory of
     Parquet files or one file); raise :class:`LogValidationError` at the first problem."""
     files = _resolve(path)
-    order, rows, source = _UserOrder(), 0, "unknown"
+    order, rows, source = _UserOrder(strict=(S.REQUEST_ID,)), 0, "unknown"
     with Progress(len(files), "validate", unit="files", enabled=progress) as bar:
         for file in files:
             source = _validate_file(file, order)
@@ -47,11 +47,34 @@ def validate_live_log(path: str | os.PathLike, *, progress: bool = False) -> Log
     return LogReport(len(files), rows, len(order.last), (), source)
 
 
+def is_live_log(path: str | os.PathLike) -> bool:
+    """Whether ``path`` looks like a live-stream log (its first file has a live_id column);
+    False where that cannot be told (the validators then name the problem)."""
+    try:
+        files = _resolve(path)
+        return S.LIVE_ID in pq.read_schema(files[0]).names
+    except (LogValidationError, OSError, pa.ArrowException):
+        return False
+
+
 def validate_live_table(table: pa.Table, *, file: str = "<table>", row_offset: int = 0) -> None:
     """The per-batch checks on an in-memory table (``row_offset``: file row of its first row)."""
     _check_schema(table.schema, file)
     _check_values(table, _Rows(file, row_offset), _feature_names(table.schema))
-    _UserOrder().check(table, file, row_offset)
+    _UserOrder(strict=(S.REQUEST_ID,)).check(table, file, row_offset)
+
+
+def check_finite(table: pa.Table, file: str, row_offset: int = 0) -> None:
+    """No NaN or infinite number in any float column or feature vector of a live-stream log
+    table (LogValidationError naming file, column and row)."""
+    rows = _Rows(file, row_offset)
+    for name in table.column_names:
+        kind = table.schema.field(name).type
+        if pa.types.is_fixed_size_list(kind) and pa.types.is_floating(kind.value_type):
+            names = [str(i) for i in range(kind.list_size)]
+            _check_finite(table.column(name), name, rows, names)
+        elif pa.types.is_floating(kind):
+            _check_finite(table.column(name), name, rows)
 
 
 def _validate_file(path: Path, order: _UserOrder) -> str:

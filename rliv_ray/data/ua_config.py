@@ -147,4 +147,7 @@ class UAWorldConfig:
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown UAWorldConfig fields: {sorted(unknown)}")
+        from rliv_ray.checks import check_dataclass_fields
+
+        check_dataclass_fields(cls, data)
         return cls(**data)

@@ -31,7 +31,6 @@ from rliv_ray.schema import (
     DURATION_S,
     ITEM_ID,
     LABELS,
-    LIVE_HISTORY,
     LOG_COLUMNS,
     META_ACTION_GRID,
     META_AUTHOR_FEATURES,
@@ -115,18 +114,6 @@ def validate_log(path: str | os.PathLike, *, progress: bool = False) -> LogRepor
     return LogReport(len(files), rows, len(order.last), tuple(absent), metas[0].source)
 
 
-def validate_any_log(path: str | os.PathLike, *, progress: bool = False) -> LogReport:
-    """An interaction log or a live-stream allocation log, told apart by the first file's
-    columns (a live log has ``live_history``); raise :class:`LogValidationError` if invalid."""
-    files = _resolve(path)
-    schema = _read(str(files[0]), lambda: pq.read_schema(files[0]))
-    if LIVE_HISTORY in schema.names:
-        from rliv_ray.data.live_validate import validate_live_log
-
-        return validate_live_log(path, progress=progress)
-    return validate_log(path, progress=progress)
-
-
 def validate_table(table: pa.Table, *, file: str = "<table>", row_offset: int = 0) -> None:
     """The per-batch checks (schema, nulls, NaN, ranges, per-user order within ``table``).
 
@@ -156,8 +143,32 @@ def _validate_file(path: Path, order: _UserOrder, first: _Meta | None) -> _Meta:
     while (batch := _read(file, lambda: next(batches, None))) is not None:
         table = pa.Table.from_batches([batch])
         _check_values(table, meta, file, order.rows_in_file)
+        _check_duplicates(table, file, order.rows_in_file)
         order.check(table, file, order.rows_in_file)
     return meta
+
+
+def _check_duplicates(table: pa.Table, file: str, offset: int) -> None:
+    """No item twice in one request (a repeated row)."""
+    keys = pd.DataFrame({c: table.column(c).to_numpy() for c in (USER_ID, REQUEST_ID, ITEM_ID)})
+    twice = keys.duplicated().to_numpy()
+    if twice.any():
+        row = int(np.flatnonzero(twice)[0])
+        raise LogValidationError(file, f"item {keys[ITEM_ID].iloc[row]} appears twice in request "
+                                 f"{keys[REQUEST_ID].iloc[row]} of user {keys[USER_ID].iloc[row]}",
+                                 column=ITEM_ID, row=offset + row)
+
+
+def check_log_files(path: str | os.PathLike) -> list[Path]:
+    """The cheap part of :func:`validate_log`, from the files' footers only: every file is a
+    readable Parquet file with the log schema and the same features. The log's files, or
+    :class:`LogValidationError` at the first problem (before any work, before Ray)."""
+    files, first = _resolve(path), None
+    for file in files:
+        meta = _check_schema(_read(str(file), lambda f=file: pq.read_schema(f)), str(file))
+        _check_same_features(meta, first, str(file))
+        first = first or meta
+    return files
 
 
 def _read(file: str, read):
@@ -310,7 +321,8 @@ class _UserOrder:
     Keeps each user's last row seen: (request_id, user_request_idx, ts_ms, row, file index).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, strict: tuple[str, ...] = ()) -> None:
+        self.strict = strict  # columns that must increase (one row per request)
         self.files: list[str] = []
         self.rows_in_file = 0
         self.last = pd.DataFrame({c: np.empty(0, np.int64) for c in (*_ORDERED, "row", "file")},
@@ -340,6 +352,11 @@ class _UserOrder:
             v = seq[name]
             self._raise_at(same_user & (v[1:] < v[:-1]), seq, name, file,
                            "user {u}: {c} goes back from {p} ({where}) to {v}")
+        for name in self.strict:
+            v = seq[name]
+            self._raise_at(same_user & (v[1:] == v[:-1]), seq, name, file,
+                           "user {u}: {c} {v} appears twice (also at {where}); one row per "
+                           "request")
         same_request = same_user & (seq[REQUEST_ID][1:] == seq[REQUEST_ID][:-1])
         uri = seq[USER_REQUEST_IDX]
         self._raise_at(same_request & (uri[1:] != uri[:-1]), seq, USER_REQUEST_IDX, file,

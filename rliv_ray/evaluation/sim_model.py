@@ -144,7 +144,7 @@ class LearnedSimulator:
         except ValueError as err:
             raise DataFileError(f"{path / SIMULATOR_FILE}: not JSON ({err})") from err
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            raise ValueError(f"{path}: simulator format "
+            raise DataFileError(f"{path}: simulator format "
                              f"{meta.get('format') if isinstance(meta, dict) else None} is not "
                              f"{FORMAT}")
         blob = load_tensors(path / "models.pt", "a learned simulator's models")

@@ -30,8 +30,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rliv_ray import schema as S
+from rliv_ray.checks import InvalidInput
 from rliv_ray.data import io, uris
-from rliv_ray.data.validate import LogValidationError, validate_log
+from rliv_ray.data.validate import LogValidationError, check_log_files, validate_log
 from rliv_ray.mdp import samples as SM
 from rliv_ray.mdp.asa import (
     ASAConfig,
@@ -119,8 +120,10 @@ def build_samples(logs: str | Path, out: str | Path, *, config: SM.SampleConfig,
                   asa_config: ASAConfig, workers: int | str | SamplePath = AUTO,
                   address: str | None = None, overwrite: bool = False,
                   progress: bool = True) -> dict:
-    """Write ``out/samples/part-*.parquet``, ``out/asa.pt`` and ``out/manifest.json``."""
-    files = io.log_files(logs)
+    """Write ``out/samples/part-*.parquet``, ``out/asa.pt`` and ``out/manifest.json``. Every
+    file's footer and schema are checked before OUT is created or Ray starts; the values as
+    each file is read."""
+    files = check_log_files(logs)
     path = sample_path(workers, address=address, files=len(files))
     with io.atomic_output_dir(out, overwrite=overwrite, inputs=[logs]) as tmp:
         report, model = _run(logs, files, tmp, tmp / SAMPLES_DIR, config, asa_config, path,
@@ -134,7 +137,7 @@ def asa_report(logs: str | Path, *, config: SM.SampleConfig, asa_config: ASAConf
                workers: int | str | SamplePath = AUTO, address: str | None = None,
                progress: bool = True) -> dict:
     """Stitching rates, ASA vs rule-based (Table 4) and epsilon, writing nothing."""
-    files = io.log_files(logs)
+    files = check_log_files(logs)
     path = sample_path(workers, address=address, files=len(files))
     with tempfile.TemporaryDirectory(prefix="rliv-asa-") as scratch:
         report, _ = _run(logs, files, Path(scratch), None, config, asa_config, path, address,
@@ -222,7 +225,7 @@ def _plain(value):
 def _n_actions(schema: pa.Schema) -> int:
     grid = json.loads((schema.metadata or {}).get(S.META_ACTION_GRID, b"[]"))
     if not grid:
-        raise ValueError("the log's schema metadata has no action grid (rliv.action_grid)")
+        raise InvalidInput("the log's schema metadata has no action grid (rliv.action_grid)")
     return len(grid)
 
 

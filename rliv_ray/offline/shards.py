@@ -136,3 +136,62 @@ def _check_columns(file: Path, schema: pa.Schema, state_dim: int, next_state: st
         if not pa.types.is_integer(schema.field(column).type):
             raise ShardError(f"{file}: column '{column}' must be an integer, got "
                              f"{schema.field(column).type}")
+
+
+SCAN_ROWS = 1 << 16
+"""Rows read at a time by :func:`check_shard_values`."""
+_IDS = (S.USER_ID, S.AUTHOR_ID)
+
+
+def check_shard_values(files, *, n_actions: int | None = None) -> None:
+    """Read every sample shard once before Ray starts and raise ShardError (one line naming
+    file, column and row) at the first NaN or infinite number in any float column (rewards,
+    states, vectors), negative user or author id, or action outside ``[0, n_actions)``."""
+    for file in files:
+        try:
+            parquet = pq.ParquetFile(file)
+            batches = parquet.iter_batches(batch_size=SCAN_ROWS)
+            offset = 0
+            for batch in batches:
+                _check_batch(file, batch, offset, n_actions)
+                offset += batch.num_rows
+        except (OSError, pa.ArrowException) as exc:
+            raise ShardError(f"{file}: not a readable Parquet file ({exc})") from None
+
+
+def _check_batch(file, batch: pa.RecordBatch, offset: int, n_actions: int | None) -> None:
+    for name, column in zip(batch.schema.names, batch.columns, strict=True):
+        kind = column.type
+        if pa.types.is_fixed_size_list(kind) or pa.types.is_list(kind):
+            if not pa.types.is_floating(kind.value_type):
+                continue
+            size = kind.list_size if pa.types.is_fixed_size_list(kind) else None
+            flat = pc.list_flatten(column)
+        elif pa.types.is_floating(kind):
+            flat, size = column, 1
+        else:
+            if name in _IDS and pa.types.is_integer(kind):
+                _fail_at(file, name, offset, pc.less(column, 0), column, "negative id {v}")
+            if name == S.ACTION and n_actions is not None and pa.types.is_integer(kind):
+                outside = pc.or_(pc.less(column, 0), pc.greater_equal(column, n_actions))
+                _fail_at(file, name, offset, outside, column,
+                         f"action {{v}} is outside the grid of {n_actions} actions")
+            continue
+        bad = pc.index(pc.invert(pc.fill_null(pc.is_finite(flat), True)), True).as_py()
+        if bad >= 0:
+            value = flat[bad].as_py()
+            row = bad if size == 1 else (bad // size if size else _list_row(column, bad))
+            what = "NaN value" if value != value else f"infinite value ({value})"
+            raise ShardError(f"{file}: column '{name}', row {offset + row}: {what}")
+
+
+def _list_row(column, flat_index: int) -> int:
+    lengths = pc.fill_null(pc.list_value_length(column), 0).to_numpy()
+    return int((lengths.cumsum() <= flat_index).sum())
+
+
+def _fail_at(file, name: str, offset: int, mask, values, message: str) -> None:
+    bad = pc.index(pc.fill_null(mask, False), True).as_py()
+    if bad >= 0:
+        raise ShardError(f"{file}: column '{name}', row {offset + bad}: "
+                         + message.format(v=values[bad].as_py()))

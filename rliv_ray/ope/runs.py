@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rliv_ray.algorithms.sl_mgac.baselines import method
+from rliv_ray.checks import InvalidInput
 from rliv_ray.data.io import read_manifest
 from rliv_ray.data.live_config import LiveWorldConfig
 from rliv_ray.data.live_policies import OraclePolicy, logging_policy
@@ -36,11 +37,11 @@ def world_of(samples: str | Path) -> tuple[LiveWorldConfig, pa.Table]:
     root = Path(samples)
     source = read_manifest(root).get("source", {})
     if "world" not in source:
-        raise ValueError(f"{root}: its manifest does not name the world it was generated from "
+        raise InvalidInput(f"{root}: its manifest does not name the world it was generated from "
                          "(evaluate-ope needs a `rliv generate-live` log for the true values)")
     files = sorted((root / TEST_DIR).glob("*.parquet"))
     if not files:
-        raise ValueError(f"{root}: no held-out users' log in {TEST_DIR}/")
+        raise InvalidInput(f"{root}: no held-out users' log in {TEST_DIR}/")
     return (LiveWorldConfig.from_dict(source["world"]),
             pa.concat_tables(pq.read_table(f) for f in files))
 

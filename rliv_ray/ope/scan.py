@@ -84,6 +84,12 @@ def check_schema(path: Path, schema: pa.Schema) -> tuple[int, int]:
     return widths[0], widths[1]
 
 
+def check_finite(table: pa.Table, file: str, offset: int) -> None:
+    from rliv_ray.data.live_validate import check_finite as check
+
+    check(table, file, offset)
+
+
 def _check_order(path: Path, user: np.ndarray, index: np.ndarray, offset: int) -> None:
     same = user[1:] == user[:-1]
     bad = (user[1:] < user[:-1]) | (same & (index[1:] <= index[:-1]))
@@ -151,6 +157,7 @@ def file_stats(path: str | Path, target_spec: TargetSpec, settings: StreamSettin
                   and any(e in MODEL_ESTIMATORS for e in settings.estimators))
     total: Stats | None = None
     for table, offset in user_batches(path, batch_rows):
+        check_finite(table, str(path), offset)  # LogValidationError: invalid data
         try:
             stats = _block_stats(table, target, settings, beta, with_model)
         except OPEInputError:
@@ -177,7 +184,7 @@ def _ray_file_stats(batch: dict, target_spec: TargetSpec, settings: StreamSettin
             with one_torch_thread():  # one task is one CPU
                 result = ("ok", file_stats(str(path), target_spec, settings, beta=beta,
                                            batch_rows=batch_rows))
-        except (OPEInputError, FileNotFoundError) as err:
+        except (ValueError, FileNotFoundError) as err:  # OPEInputError, LogValidationError
             result = ("error", str(err))
         out.append(pickle.dumps(result))
     return {"result": np.array(out, dtype=object)}

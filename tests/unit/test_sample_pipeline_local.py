@@ -101,9 +101,11 @@ def test_cli_asa_report_and_build_samples(tmp_path, capsys):
     assert f"wrote {table.num_rows:,} samples (hybrid)" in capsys.readouterr().out
     manifest = json.loads((tmp_path / "s" / io.MANIFEST).read_text())
     assert manifest["sample_config"]["mode"] == "hybrid"
-    assert main(["build-samples", str(logs), str(tmp_path / "t"), "--sequence-length", "0",
-                 *common]) == 2
-    assert "sequence_length must be >= 1, got 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:  # refused by the parser: one line, status 2
+        main(["build-samples", str(logs), str(tmp_path / "t"), "--sequence-length", "0",
+              *common])
+    assert info.value.code == 2
+    assert "argument --sequence-length: must be >= 1, got 0" in capsys.readouterr().err
 
 
 def test_cli_workers_auto_is_the_default_announced_and_recorded(tmp_path, capsys, monkeypatch):

@@ -396,4 +396,4 @@ def test_rerank_without_rank_scores_is_one_line(shard_model, tmp_path, capsys, c
                                                 message):
     pq.write_table(change(sample_table(256)), tmp_path / "part-0.parquet")
     code, out, _, _ = rerank(capsys, shard_model[0], tmp_path)
-    assert code == 2 and message in out and out.count("\n") == 1
+    assert code == 1 and message in out and out.count("\n") == 1  # invalid data (issue 17)

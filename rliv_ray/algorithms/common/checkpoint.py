@@ -210,19 +210,29 @@ def read_state(checkpoint: Path, config) -> dict[str, Any]:
     """A checkpoint's module weights and training state (read before Ray starts, so that a bad
     file fails at once): DataFileError if they are not ours, ValueError if the checkpoint's
     module differs from the one ``config`` builds."""
+    check_checkpoint(checkpoint, config)
+    module = load_tensors(checkpoint / MODULE_FILE, "a checkpoint's module weights")
+    state = load_tensors(checkpoint / STATE_FILE, "a checkpoint's training state")
+    if not isinstance(module, dict) or not isinstance(state, dict):
+        raise DataFileError(f"{checkpoint}: its state files do not hold dicts")
+    return {"module": module, "state": state, "checkpoint": str(checkpoint)}
+
+
+def check_checkpoint(checkpoint: Path, config) -> None:
+    """DataFileError unless ``checkpoint`` is one of ours of the algorithm ``config`` trains;
+    ValueError if its network differs from the one ``config`` builds (other settings)."""
     meta = read_meta(checkpoint)
     description = module_description(config)
+    if meta["module"].get("class") != description["class"]:
+        raise DataFileError(f"{checkpoint}: a checkpoint of another algorithm (its module is "
+                            f"{meta['module'].get('class')}, this run trains "
+                            f"{description['class']}): give another --out, or --overwrite")
     if meta.get("fingerprint") != fingerprint(description):
         theirs, ours = meta["module"].get("model_config", {}), description["model_config"]
         fields = sorted(k for k in {*theirs, *ours} if theirs.get(k) != ours.get(k))
         raise ValueError(f"{checkpoint} was trained with another network than these settings "
                          f"(differing: {fields or 'spaces or class'}); resume with the same "
                          "settings, or --overwrite to start again")
-    module = load_tensors(checkpoint / MODULE_FILE, "a checkpoint's module weights")
-    state = load_tensors(checkpoint / STATE_FILE, "a checkpoint's training state")
-    if not isinstance(module, dict) or not isinstance(state, dict):
-        raise DataFileError(f"{checkpoint}: its state files do not hold dicts")
-    return {"module": module, "state": state, "checkpoint": str(checkpoint)}
 
 
 def apply_state(algo, saved: dict[str, Any]) -> None:

@@ -12,12 +12,14 @@ import gc
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from rliv_ray.checks import check_field_type
 from rliv_ray.outdir import claimed_out
 from rliv_ray.train_loop import LoopSettings, Resumed, latest_checkpoint, run_iterations
 
@@ -78,8 +80,23 @@ def training_out(out: Path, samples: str | Path, *, resume: bool,
         if resume:
             start = latest_checkpoint(out)
             if start is None:
-                raise FileNotFoundError(f"{out}: no checkpoint to resume from")
+                from rliv_ray.checks import CLIError
+
+                raise CLIError(f"{out}: no checkpoint to resume from")
         yield start
+
+
+def check_resume(out: Path, config, *, resume: bool) -> None:
+    """Before OUT is claimed: with ``resume``, OUT's latest checkpoint is one of this algorithm
+    and network (DataFileError or ValueError if not). No checkpoint at all is reported under
+    OUT's lock (:func:`training_out`), where a run still writing OUT is named first."""
+    if not resume:
+        return
+    from rliv_ray.algorithms.common.checkpoint import check_checkpoint
+
+    start = latest_checkpoint(out) if Path(out).is_dir() else None
+    if start is not None:
+        check_checkpoint(start.checkpoint, config)
 
 
 SETTINGS_FILE = "training_fields.json"
@@ -89,12 +106,118 @@ def remember_training(out: Path, settings: TrainSettings,
                       start: Resumed | None) -> TrainSettings:
     """A resumed run keeps the config fields of the run it continues (OUT/training_fields.json);
     fields given again override them."""
-    file = out / SETTINGS_FILE
-    if start is not None and file.exists():
-        saved = json.loads(file.read_text())
-        settings = replace(settings, training={**saved, **settings.training})
-    file.write_text(json.dumps(plain(settings.training), indent=2) + "\n")
+    if start is not None:
+        settings = resumed_training(out, settings, resume=True)
+    (out / SETTINGS_FILE).write_text(json.dumps(plain(settings.training), indent=2) + "\n")
     return settings
+
+
+def resumed_training(out: Path, settings: TrainSettings, *, resume: bool) -> TrainSettings:
+    """The settings a run will train with, read before OUT is claimed (nothing is written):
+    with ``resume``, the fields of the run it continues (OUT/training_fields.json), overridden
+    by those given again."""
+    file = Path(out) / SETTINGS_FILE
+    if not resume or not file.is_file():
+        return settings
+    try:
+        saved = json.loads(file.read_text())
+    except (OSError, ValueError) as err:
+        from rliv_ray.checks import InvalidInput
+
+        raise InvalidInput(f"{file}: not readable ({err}); start again with --overwrite") from None
+    return replace(settings, training={**saved, **settings.training})
+
+
+def check_training_fields(config_class, fields: dict[str, Any]):
+    """The checks of :func:`configured` that need no data (names, types, gamma and lr); a
+    fresh ``config_class()``."""
+    fresh = config_class()
+    for name, value in fields.items():
+        if not hasattr(fresh, name):
+            raise ValueError(f"unknown training field '{name}' of {config_class.__name__} "
+                             "(--set FIELD=VALUE)")
+        if not (name == "lr" and isinstance(value, list)):  # RLlib's lr schedule
+            check_field_type(name, value, getattr(fresh, name))
+    if "gamma" in fields and not 0.0 <= fields["gamma"] < 1.0:
+        raise ValueError(f"gamma must be in [0, 1), got {fields['gamma']}")
+    if isinstance(fields.get("lr"), int | float) and not fields["lr"] > 0:
+        raise ValueError(f"lr must be > 0, got {fields['lr']}")
+    return fresh
+
+
+def configured(config_class, fields: dict[str, Any]):
+    """``config_class().training(**fields)`` with its field errors, where an unknown field, a
+    value of the wrong type or out of range is a ValueError naming it (``--set``)."""
+    fresh = check_training_fields(config_class, fields)
+    try:
+        config = fresh.training(**fields)
+        errors = config.field_errors()
+    except TypeError as err:
+        found = re.search(r"unexpected keyword argument '(\w+)'", str(err))
+        if found:
+            raise ValueError(f"unknown training field '{found.group(1)}' of "
+                             f"{config_class.__name__} (--set FIELD=VALUE)") from None
+        raise ValueError(f"invalid training field: {err}") from None
+    if errors:
+        raise ValueError("; ".join(errors))
+    return config
+
+
+CPUS_PER_LEARNER = 0.5
+DATA_CPUS = 1.0
+"""The Parquet reader tasks and the pre-learner actor (0.5 each, :func:`with_offline_data`)."""
+
+
+def local_ray_cpus() -> int:
+    """Logical CPUs of the private local Ray a training run starts."""
+    return max(4, os.cpu_count() or 1)
+
+
+def cpus_needed(settings: TrainSettings) -> float:
+    return DATA_CPUS + CPUS_PER_LEARNER * settings.num_learners
+
+
+@contextlib.contextmanager
+def training_ray(settings: TrainSettings) -> Iterator[None]:
+    """Check, before OUT is claimed, that the Ray a run will use has the CPUs its learners and
+    data need (too few and Ray waits for them forever): a local Ray's from this machine, a
+    cluster's (``address`` or ``$RAY_ADDRESS``, joined here and left at the end of the block)
+    or that of a Ray this process runs already, from ``ray.cluster_resources()``. CLIError
+    (exit status 2) if not."""
+    from rliv_ray.checks import CLIError
+
+    need = cpus_needed(settings)
+    address = settings.address or os.environ.get("RAY_ADDRESS")
+    ray = _ray_if_running()
+    started = False
+    if ray is None and not address:
+        have, where = float(local_ray_cpus()), "the local Ray of this run has"
+    else:
+        import ray
+
+        from rliv_ray.runner import start_ray
+
+        started = start_ray(address=settings.address, num_cpus=local_ray_cpus(), progress=False)
+        have = float(ray.cluster_resources().get("CPU", 0.0))
+        where = (f"the Ray cluster at {address} has" if address and started else
+                 "the running Ray has")
+    try:
+        if need > have:
+            raise CLIError(f"--num-learners {settings.num_learners} needs {need:g} CPUs "
+                           f"({CPUS_PER_LEARNER:g} per learner and {DATA_CPUS:g} for reading "
+                           f"the data) but {where} {have:g}: use at most "
+                           f"{max(0, int((have - DATA_CPUS) / CPUS_PER_LEARNER))} learners")
+        yield
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _ray_if_running():
+    import sys
+
+    ray = sys.modules.get("ray")
+    return ray if ray is not None and ray.is_initialized() else None
 
 
 def run_training(config, out: Path, settings: TrainSettings, *, start: Resumed | None,

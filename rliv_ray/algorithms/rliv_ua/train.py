@@ -18,18 +18,22 @@ import numpy as np
 
 from rliv_ray.algorithms.common.driver import (
     TrainSettings,
+    check_resume,
+    configured,
     load_module,
     plain,
     remember_training,
+    resumed_training,
     run_training,
     settings_params,
     training_out,
+    training_ray,
     with_offline_data,
 )
 from rliv_ray.algorithms.rliv_ua.config import RLIVUAConfig
 from rliv_ray.algorithms.rliv_ua.network import sized_id_buckets
 from rliv_ray.data import uris
-from rliv_ray.offline.shards import ShardInfo, distinct_ids, inspect_shards
+from rliv_ray.offline.shards import ShardInfo, check_shard_values, distinct_ids, inspect_shards
 
 SCORER_FILE = "scorer.pt"
 REPORT_FILE = "train.json"
@@ -53,10 +57,7 @@ def build_config(info: ShardInfo, settings: TrainSettings,
         raise ValueError(f"towers {absent} have no reward in these samples (labels: "
                          f"{info.labels})")
     training["gift_assist"] = resolve_gift_assist(training, info.labels)
-    config = config_class().training(**training)
-    errors = config.field_errors()
-    if errors:
-        raise ValueError("; ".join(errors))
+    config = configured(config_class, training)
     if config.id_rows_per_id:  # id_buckets is then the cap
         config.id_buckets = sized_id_buckets(max(distinct_ids(info).values()),
                                              config.id_rows_per_id, config.id_buckets)
@@ -76,9 +77,14 @@ def train_rliv_ua(samples: str | Path, out: str | Path, settings: TrainSettings,
     and handed over (``rliv sweep``)."""
     out = Path(out)
     info = inspect_shards(samples, next_state=settings.training.get("next_state", "asa"))
-    with training_out(out, samples, resume=resume, overwrite=overwrite) as start:
+    # Settings, data and CPUs are checked before OUT is claimed: a refused run leaves nothing.
+    settings = resumed_training(out, settings, resume=resume)
+    config = build_config(info, settings, config_class)
+    check_shard_values(info.files, n_actions=config.n_actions)
+    check_resume(out, config, resume=resume)
+    with training_ray(settings), \
+            training_out(out, samples, resume=resume, overwrite=overwrite) as start:
         settings = remember_training(out, settings, start)
-        config = build_config(info, settings, config_class)
         params = {"samples": uris.absolute(samples), "rows": info.rows,
                   "settings": settings_params(settings), "config": _config_fields(config)}
         result = run_training(

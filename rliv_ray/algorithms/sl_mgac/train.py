@@ -21,12 +21,16 @@ import pyarrow.parquet as pq
 from rliv_ray import schema as S
 from rliv_ray.algorithms.common.driver import (
     TrainSettings,
+    check_resume,
+    configured,
     load_module,
     plain,
     remember_training,
+    resumed_training,
     run_training,
     settings_params,
     training_out,
+    training_ray,
     with_offline_data,
 )
 from rliv_ray.algorithms.sl_mgac.config import SETTINGS_DEFAULTS, SPEC_DEFAULTS, SLMGACConfig
@@ -34,6 +38,7 @@ from rliv_ray.algorithms.sl_mgac.network import SLMGACNetwork
 from rliv_ray.data.io import read_manifest
 from rliv_ray.offline.live_prelearner import required_live_columns
 from rliv_ray.offline.prelearner import ShardError
+from rliv_ray.offline.shards import check_shard_values
 from rliv_ray.tensor_files import DataFileError, load_meta_file, save_tensors, to_json, why
 
 POLICY_FILE = "policy.pt"
@@ -68,10 +73,7 @@ def build_config(files: list[Path], manifest: dict, settings: TrainSettings) -> 
         raise ValueError(f"the samples were built with K={manifest['groups']} user groups, "
                          f"not {groups}: rebuild them with `rliv build-live-samples --groups "
                          f"{groups}`")
-    config = SLMGACConfig().training(**{**settings.training, **widths, "groups": groups})
-    errors = config.field_errors()
-    if errors:
-        raise ValueError("; ".join(errors))
+    config = configured(SLMGACConfig, {**settings.training, **widths, "groups": groups})
     config = config.environment(
         observation_space=gym.spaces.Box(-np.inf, np.inf, (widths["user_dim"],), np.float32),
         action_space=gym.spaces.Discrete(2))
@@ -87,9 +89,14 @@ def train_sl_mgac(samples: str | Path, out: str | Path, settings: TrainSettings,
     handed over (``rliv sweep``)."""
     out = Path(out)
     files, manifest = train_files(samples)
-    with training_out(out, samples, resume=resume, overwrite=overwrite) as start:
+    # Settings, data and CPUs are checked before OUT is claimed: a refused run leaves nothing.
+    settings = resumed_training(out, settings, resume=resume)
+    config = build_config(files, manifest, settings)
+    check_shard_values(files)
+    check_resume(out, config, resume=resume)
+    with training_ray(settings), \
+            training_out(out, samples, resume=resume, overwrite=overwrite) as start:
         settings = remember_training(out, settings, start)
-        config = build_config(files, manifest, settings)
         params = {"samples": str(Path(samples).resolve()), "files": len(files),
                   "groups": manifest["groups"], "terminal": manifest.get("terminal", "session"),
                   "settings": settings_params(settings),
