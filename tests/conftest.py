@@ -12,6 +12,11 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 KUAIRAND_PURE = SHARED / "data" / "kuairand-pure"
 
+# Subprocesses (`rliv ...`) and Ray workers import the checkout under test, not whatever an
+# editable install elsewhere points at (a git worktree beside the main checkout, for example).
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+
 
 @pytest.fixture(scope="session")
 def kuairand_pure_dir() -> Path:
