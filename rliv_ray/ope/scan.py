@@ -141,12 +141,14 @@ def _block_stats(table: pa.Table, target, settings: StreamSettings, beta: float,
     return stats
 
 
-def file_stats(path: str | Path, target_spec: TargetSpec, settings: StreamSettings, *,
-               beta: float, batch_rows: int = BATCH_ROWS, on_rows=None) -> Stats:
+def file_stats(path: str | Path, target_spec: TargetSpec | None, settings: StreamSettings, *,
+               beta: float, batch_rows: int = BATCH_ROWS, on_rows=None, target=None) -> Stats:
     """The merged sums of one file; OPEInputError (one line, naming the file) on bad input.
-    ``on_rows(n)`` is called after each block (progress)."""
+    ``on_rows(n)`` is called after each block (progress). ``target``: an already loaded
+    target (``targets.NetworkTarget``, as training runs and sweep trials build it) instead of
+    ``load_target(target_spec)``."""
     path = Path(path)
-    target = load_target(target_spec)
+    target = target if target is not None else load_target(target_spec)
     target.check_widths(*check_schema(path, pq.read_schema(path)))
     with_model = (target.reward_note is None
                   and any(e in MODEL_ESTIMATORS for e in settings.estimators))
