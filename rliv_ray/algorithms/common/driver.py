@@ -157,6 +157,9 @@ def run_training(config, out: Path, settings: TrainSettings, *, start: Resumed |
         gc.collect()  # the learner's data iterator must finish while Ray is still up
         if started:
             ray.shutdown()
+    evaluation = result.pop("evaluation", {})
+    if evaluate is not None:
+        result["evaluation"] = evaluation
     return {**result, "checkpoint": str(checkpoint), "export": str(exported),
             "resumed_from": str(start.checkpoint) if start else None,
             "wall_s": time.perf_counter() - began}
