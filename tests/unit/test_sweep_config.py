@@ -319,3 +319,27 @@ def test_an_unreachable_server_warns_once_and_tracking_stops(capsys):
     err = capsys.readouterr().err
     assert err.count("warning: MLflow at") == 1 and "the sweep goes on" in err
     assert not tracker.active
+
+
+def test_a_resumed_asha_starts_with_the_finished_trials_reports():
+    """ASHA's rungs record the finished trials' reports (report k at time k), so a re-run
+    trial below the cutoff they set is stopped as in an uninterrupted sweep."""
+    pytest.importorskip("ray.tune")
+    from ray.tune.schedulers import TrialScheduler
+
+    from rliv_ray.sweep.run import _asha
+
+    config = parse_sweep(config_with(training__iterations=4, training__eval_every=1,
+                                     scheduler={"type": "asha", "grace_period": 1,
+                                                "reduction_factor": 2}))
+    finished = [{"trial_id": f"trial_0000{i}", "reports": [
+        {"iteration": k, "eval/ncis": 10.0 * i + k} for k in (1, 2, 3, 4)]} for i in (1, 2)]
+    scheduler = _asha(config, finished)
+    (bracket,) = scheduler._brackets
+    first_rung = dict(bracket._rungs)[1]
+    assert first_rung == {"finished:trial_00001": 11.0, "finished:trial_00002": 21.0}
+
+    class Rerun:
+        trial_id = "trial_00000"
+
+    assert bracket.on_result(Rerun(), 1, 5.0) == TrialScheduler.STOP  # below both
