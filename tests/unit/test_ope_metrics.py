@@ -142,3 +142,32 @@ def test_a_sweep_trial_reports_every_chosen_estimator(samples, tmp_path):
     assert list(got) == metric_keys(("snips", "ncis_trajectory", "dr"))
     assert all(math.isfinite(v) for v in got.values())
     assert config.metric in got
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--ope", "ncis,bogus"], "--ope: unknown estimator 'bogus'"),
+    (["--ope", "magic"], "--ope: 'magic' needs the whole log in memory"),
+    (["--ope-bootstrap", "-1"], "--ope-bootstrap must be >= 0"),
+])
+def test_train_refuses_bad_ope_settings_before_anything_runs(tmp_path, capsys, argv, words):
+    from rliv_ray.cli import main
+
+    code = main(["train", "sl-mgac", str(tmp_path / "samples"), "--out", str(tmp_path / "out"),
+                 *argv])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and words in err
+    assert err.startswith("rliv train: error: ") and not (tmp_path / "out").exists()
+
+
+def test_sweep_refuses_an_unknown_estimator_with_one_line(tmp_path, capsys):
+    import yaml
+
+    from rliv_ray.cli import main
+
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"algorithm": "sl-mgac", "data": {"path": "w"},
+                                    "evaluation": {"estimators": ["ncis", "dros"]}}))
+    assert main(["sweep", str(path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "evaluation.estimators: unknown estimator 'dros'" in err
+    assert not (tmp_path / "out").exists()
