@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -17,6 +18,8 @@ import numpy as np
 
 from rliv_ray.checks import PROBABILITY, integer, number
 
+OPE_DEFAULT = ("ncis", "snips", "dr")
+"""rliv_ray.ope.metrics's DEFAULT_RUN_ESTIMATORS (spelled out: that import takes ~1 s)."""
 NCIS_KINDS = ("stepwise", "trajectory", "per_decision")
 """rliv_ray.ope.ncis's KINDS, its DEFAULT_KIND first (spelled out: that import takes ~1 s)."""
 
@@ -77,6 +80,17 @@ def add_model_parsers(sub, parse_override) -> None:
                    "(default SL-MGAC, or the resumed run's)")
     _add_train_options(p, parse_override, "SLMGACConfig",
                        "beta=0.3, groups=4, live_bins=[0,10,30,60,120,600,1200]")
+    ope = p.add_mutually_exclusive_group()
+    ope.add_argument("--ope", metavar="ESTIMATORS", help="off-policy estimates of the trained "
+                     "policy (Eq. 16, epsilon 0.2) on the samples' held-out users (test/), "
+                     "logged with the last iteration (metrics.jsonl, MLflow, train.json) as "
+                     "eval/NAME, eval/NAME_lo, eval/NAME_hi, eval/NAME_ess: comma-separated "
+                     f"names of `rliv ope` (default {','.join(OPE_DEFAULT)})")
+    ope.add_argument("--no-ope", action="store_true", help="no off-policy estimates")
+    p.add_argument("--ope-each-checkpoint", action="store_true", help="estimate at every "
+                   "checkpoint, not only the last")
+    p.add_argument("--ope-bootstrap", type=integer(0), default=200, help="Poisson bootstrap "
+                   "replicates of their 95%% intervals (default 200; 0: no interval)")
 
     p = sub.add_parser(
         "evaluate-ope", help="Score trained SL-MGAC runs by NCIS and by their true value.",
@@ -191,9 +205,19 @@ def _train_sl_mgac(args: argparse.Namespace, settings_for):
     from rliv_ray.algorithms.sl_mgac.train import train_sl_mgac
 
     preset = method_fields(args.method) if args.method else {}
+    ope = None
+    if not args.no_ope:
+        from rliv_ray.ope.metrics import OPEMetricSettings, parse_estimators
+
+        if args.ope_bootstrap < 0:
+            raise ValueError(f"--ope-bootstrap must be >= 0, got {args.ope_bootstrap}")
+
+        ope = OPEMetricSettings(estimators=parse_estimators(args.ope or OPE_DEFAULT, "--ope"),
+                                bootstrap=args.ope_bootstrap)
     return train_sl_mgac(args.samples, args.out, settings_for(preset),
                          resume=args.resume, overwrite=args.overwrite,
-                         tracking_uri=args.tracking_uri)
+                         tracking_uri=args.tracking_uri, ope=ope,
+                         ope_each_checkpoint=args.ope_each_checkpoint)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -210,9 +234,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     report = args.train(args, settings_for)
     metrics = report["metrics"]
-    print(json.dumps({"iterations": report["iteration"], "updates": report["updates"],
-                      "loss": metrics.get("loss/total"), "checkpoint": report["checkpoint"],
-                      "export": report["export"]}, indent=2))
+    summary = {"iterations": report["iteration"], "updates": report["updates"],
+               "loss": metrics.get("loss/total"), "checkpoint": report["checkpoint"],
+               "export": report["export"]}
+    if report.get("ope"):
+        summary["ope"] = {k: v for k, v in report["ope"].items()  # the estimates themselves
+                          if not k.endswith(("_lo", "_hi", "_ess"))}
+    for name, why in (report.get("ope_skipped") or {}).items():
+        print(f"note: {name} not estimated: {why}", file=sys.stderr)
+    print(json.dumps(summary, indent=2))
     return 0
 
 

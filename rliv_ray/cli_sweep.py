@@ -17,15 +17,17 @@ def add_sweep_parsers(add) -> None:
     p = add("sweep", cmd_sweep,
             "Run a Ray Tune sweep defined by a YAML file (tune/*.yaml): build the samples once "
             "per distinct data setting, train each trial with `rliv train`'s entry point, "
-            "report an evaluation (SL-MGAC: NCIS on held-out users; RLIV-UA: the world's true "
-            "value on a few users) to ASHA, then measure every trial's true value and print "
-            "the trials table and the regret of the estimator's pick. Logs a parent MLflow "
+            "report an evaluation (SL-MGAC: the chosen off-policy estimators on held-out users; "
+            "RLIV-UA: the world's true value on a few users) to ASHA, then measure every "
+            "trial's true value and print the trials table and the regret of each estimator's "
+            "pick. Logs a parent MLflow "
             "run with a child run per trial.")
     p.add_argument("config", help="the sweep's YAML file (see tune/README.md)")
     p.add_argument("--out", help="sweep directory (default: sweeps/<name>)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--resume", action="store_true", help="continue an interrupted sweep in "
-                      "OUT: finished trials are kept, unfinished and failed ones start again")
+                      "OUT from its own trial records (JSON): finished trials are kept, "
+                      "unfinished and failed ones start again")
     mode.add_argument("--overwrite", action="store_true", help="start again, replacing OUT")
     p.add_argument("--tracking-uri", help="MLflow store (default: $RLIV_TRACKING_URI, else "
                    "$MLFLOW_TRACKING_URI, else sqlite:///$PWD/mlflow.db); a server that cannot "

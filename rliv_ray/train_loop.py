@@ -95,18 +95,23 @@ def learner_metrics(result: dict[str, Any], module_id: str = "default_policy") -
 def run_iterations(algo, out: str | Path, settings: LoopSettings, *, updates_per_iteration: int,
                    rows_per_update: int, save_state: SaveState, start: Resumed | None = None,
                    tracker: Tracker | None = None,
-                   on_checkpoint: Callable[[Path, int, dict], None] | None = None
+                   on_checkpoint: Callable[[Path, int, dict], None] | None = None,
+                   evaluate: Callable[[Path, int], dict[str, float]] | None = None
                    ) -> dict[str, Any]:
     """Train ``algo`` up to ``settings.iterations``; return the last metrics and the timing.
 
-    ``on_checkpoint(checkpoint, iteration, metrics)`` is called after every checkpoint (a
-    sweep's trial evaluates the policy there)."""
+    ``evaluate(checkpoint, iteration)`` is called after every checkpoint is written and its
+    metrics (off-policy estimates of the policy) join that iteration's: its line of
+    ``metrics.jsonl``, its MLflow step and the returned ``evaluation``.
+    ``on_checkpoint(checkpoint, iteration, metrics)`` is called after that line is written (a
+    sweep's trial evaluates and reports the policy there)."""
     out = Path(out)
     tracker = tracker or NoOpTracker()
     (out / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
     iteration = start.iteration if start else 0
     updates = start.updates if start else 0
     metrics: dict[str, float] = {}
+    evaluation: dict[str, float] = {}
     seconds = 0.0
     while iteration < settings.iterations:
         began = time.perf_counter()
@@ -127,16 +132,27 @@ def run_iterations(algo, out: str | Path, settings: LoopSettings, *, updates_per
         metrics["time/iteration_s"] = took
         metrics["time/updates_per_s"] = updates_per_iteration / took
         metrics["time/rows_per_s"] = updates_per_iteration * rows_per_update / took
-        tracker.log_metrics(metrics, step=iteration)
-        with (out / METRICS_FILE).open("a") as f:
-            f.write(json.dumps({"iteration": iteration, "updates": updates, **metrics}) + "\n")
-        if settings.progress:
-            _show(iteration, settings.iterations, metrics)
+        checkpoint, extra = None, {}
         if iteration % settings.checkpoint_every == 0 or iteration == settings.iterations:
             checkpoint = save_checkpoint(algo, out, iteration, updates, metrics, save_state)
-            if on_checkpoint is not None:
-                on_checkpoint(checkpoint, iteration, metrics)
-    return {"iteration": iteration, "updates": updates, "seconds": seconds, "metrics": metrics}
+            if evaluate is not None:
+                extra = evaluation = evaluate(checkpoint, iteration) or {}
+        tracker.log_metrics({**metrics, **{k: v for k, v in extra.items() if math.isfinite(v)}},
+                            step=iteration)
+        with (out / METRICS_FILE).open("a") as f:
+            f.write(json.dumps({"iteration": iteration, "updates": updates, **metrics,
+                                **{k: _finite_or_none(v) for k, v in extra.items()}}) + "\n")
+        if settings.progress:
+            _show(iteration, settings.iterations, metrics)
+        if checkpoint is not None and on_checkpoint is not None:
+            on_checkpoint(checkpoint, iteration, metrics)
+    return {"iteration": iteration, "updates": updates, "seconds": seconds, "metrics": metrics,
+            "evaluation": evaluation}
+
+
+def _finite_or_none(value: float) -> float | None:
+    """JSON has no nan: an estimate that could not be made is null."""
+    return value if math.isfinite(value) else None
 
 
 def save_checkpoint(algo, out: Path, iteration: int, updates: int, metrics: dict,

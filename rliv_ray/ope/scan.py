@@ -13,13 +13,14 @@ user whose rows continue in another file would be taken as two users: such users
 
 With ``workers >= 1`` the files are items of a Ray Data dataset mapped by one task per file
 (``workers`` at a time; CPU accounting as ``runner.RayRunner``); each task loads the policy once
-per worker process and returns its file's sums (a few kB to MB), which the driver merges as
-they arrive. Invalid input comes back as data (one line), not as a wrapped task exception.
+per worker process and returns its file's sums (a few kB to MB) as an Arrow table of plain
+columns, one row per sum (its key, its shape and its float64 values), which the driver merges
+as they arrive: nothing is pickled by this module or unpickled by the driver. Invalid input
+comes back as data (a row with the one-line error), not as a wrapped task exception.
 """
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,8 +34,8 @@ from rliv_ray.ope.streaming import MODEL_ESTIMATORS, Stats, StreamSettings, bloc
 from rliv_ray.ope.support import check_propensities
 from rliv_ray.ope.targets import OPEInputError, TargetSpec, load_target
 
-__all__ = ["BATCH_ROWS", "LOG_COLUMNS", "MID_HISTORY", "file_stats", "ope_files", "scan",
-           "user_batches"]
+__all__ = ["BATCH_ROWS", "LOG_COLUMNS", "MID_HISTORY", "STATS_SCHEMA", "file_stats", "ope_files",
+           "scan", "stats_from_table", "stats_table", "user_batches"]
 
 LOG_COLUMNS = (S.REQUEST_ID, S.USER_REQUEST_IDX, S.TS_MS, S.USER_ID, S.USER_FEATURES,
                S.LIVE_ID, S.LIVE_FEATURES, S.LIVE_HISTORY, S.VIDEO_HISTORY, S.LIVE_WATCH_3W_S,
@@ -146,12 +147,14 @@ def _block_stats(table: pa.Table, target, settings: StreamSettings, beta: float,
     return stats
 
 
-def file_stats(path: str | Path, target_spec: TargetSpec, settings: StreamSettings, *,
-               beta: float, batch_rows: int = BATCH_ROWS, on_rows=None) -> Stats:
+def file_stats(path: str | Path, target_spec: TargetSpec | None, settings: StreamSettings, *,
+               beta: float, batch_rows: int = BATCH_ROWS, on_rows=None, target=None) -> Stats:
     """The merged sums of one file; OPEInputError (one line, naming the file) on bad input.
-    ``on_rows(n)`` is called after each block (progress)."""
+    ``on_rows(n)`` is called after each block (progress). ``target``: an already loaded
+    target (``targets.NetworkTarget``, as training runs and sweep trials build it) instead of
+    ``load_target(target_spec)``."""
     path = Path(path)
-    target = load_target(target_spec)
+    target = target if target is not None else load_target(target_spec)
     target.check_widths(*check_schema(path, pq.read_schema(path)))
     with_model = (target.reward_note is None
                   and any(e in MODEL_ESTIMATORS for e in settings.estimators))
@@ -173,21 +176,53 @@ def file_stats(path: str | Path, target_spec: TargetSpec, settings: StreamSettin
     return total
 
 
+STATS_SCHEMA = pa.schema([("key", pa.string()), ("shape", pa.list_(pa.int64())),
+                          ("values", pa.list_(pa.float64())), ("error", pa.string())])
+"""A file's sums on the wire: one row per key of its Stats, or one row holding its error."""
+
+
+def stats_table(stats: Stats) -> pa.Table:
+    """Stats as plain Arrow columns (:data:`STATS_SCHEMA`), one row per key."""
+    keys = sorted(stats)
+    arrays = [np.asarray(stats[k], dtype=np.float64) for k in keys]
+    return pa.table({"key": keys, "shape": [list(a.shape) for a in arrays],
+                     "values": [a.ravel() for a in arrays], "error": [None] * len(keys)},
+                    schema=STATS_SCHEMA)
+
+
+def error_table(message: str) -> pa.Table:
+    return pa.table({"key": [""], "shape": [[]], "values": [[]], "error": [message]},
+                    schema=STATS_SCHEMA)
+
+
+def stats_from_table(table: pa.Table) -> Iterator[Stats]:
+    """The inverse of :func:`stats_table`, one key at a time (sums merge key by key);
+    OPEInputError with a row's error."""
+    for i in range(table.num_rows):
+        error = table["error"][i].as_py()
+        if error is not None:
+            raise OPEInputError(error)
+        flat = table["values"][i].values  # a float64 Arrow array (None when empty)
+        values = (np.empty(0) if flat is None
+                  else flat.to_numpy(zero_copy_only=False).astype(np.float64, copy=True))
+        yield {table["key"][i].as_py(): values.reshape(table["shape"][i].as_py())}
+
+
 def _ray_file_stats(batch: dict, target_spec: TargetSpec, settings: StreamSettings,
-                    beta: float, batch_rows: int) -> dict:
-    """Ray Data batch of file paths -> pickled ("ok", stats) or ("error", line) per file."""
+                    beta: float, batch_rows: int) -> pa.Table:
+    """Ray Data batch of file paths -> their sums, or their one-line errors, as
+    :data:`STATS_SCHEMA` rows."""
     from rliv_ray.evaluation.world import one_torch_thread
 
     out = []
     for path in batch["path"]:
         try:
             with one_torch_thread():  # one task is one CPU
-                result = ("ok", file_stats(str(path), target_spec, settings, beta=beta,
-                                           batch_rows=batch_rows))
+                out.append(stats_table(file_stats(str(path), target_spec, settings, beta=beta,
+                                                  batch_rows=batch_rows)))
         except (ValueError, FileNotFoundError) as err:  # OPEInputError, LogValidationError
-            result = ("error", str(err))
-        out.append(pickle.dumps(result))
-    return {"result": np.array(out, dtype=object)}
+            out.append(error_table(str(err)))
+    return pa.concat_tables(out)
 
 
 def _scan_ray(files: list[Path], target_spec: TargetSpec, settings: StreamSettings, *,
@@ -211,11 +246,8 @@ def _scan_ray(files: list[Path], target_spec: TargetSpec, settings: StreamSettin
             compute=ray.data.TaskPoolStrategy(size=min(workers, len(files))),
             fn_kwargs={"target_spec": target_spec, "settings": settings, "beta": beta,
                        "batch_rows": batch_rows})
-        for row in mapped.iter_rows():
-            status, value = pickle.loads(row["result"])
-            if status == "error":
-                raise OPEInputError(value)
-            yield value
+        for table in mapped.iter_batches(batch_size=None, batch_format="pyarrow"):
+            yield from stats_from_table(table)
     finally:
         if started:
             ray.shutdown()
@@ -240,6 +272,6 @@ def scan(files: list[Path], target_spec: TargetSpec, settings: StreamSettings, *
                               address=address, progress=False, batch_rows=batch_rows)
         for stats in parts:
             total = stats if total is None else merge(total, stats)
-            if workers:
+            if workers and "n_rows" in stats:  # Ray Data: the sums come key by key
                 bar.update(int(stats["n_rows"][0]))
     return total

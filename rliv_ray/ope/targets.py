@@ -47,7 +47,7 @@ import numpy as np
 from rliv_ray import schema as S
 from rliv_ray.algorithms.common.checkpoint import META_FILE as CHECKPOINT_META
 
-__all__ = ["OPEInputError", "TargetSpec", "load_target"]
+__all__ = ["NetworkTarget", "OPEInputError", "TargetSpec", "load_target", "reward_model_note"]
 
 N_ACTIONS = 2
 POLICY_FILE = "policy.pt"
@@ -89,6 +89,21 @@ def _refuse_rliv_ua(where: str, n_actions: int | str = "several") -> OPEInputErr
         f"(README, 'RLIV-UA's exposure-selected logs')")
 
 
+def reward_model_note(spec, method: str, reward_scale: float | None) -> str | None:
+    """Why a trained network of ``method`` (its SLMGACSpec, or a config with the same fields)
+    has no usable reward model for DM/DR, or None when it has one."""
+    if not spec.supervised_split:
+        return (f"{method} has no reward model (its critics predict Q, the "
+                "discounted return, not the one-step reward)")
+    if spec.discretise and spec.bin_source == "logged":
+        return ("its reward model reads the logged watch-time bin (bin_source='logged'), "
+                "an outcome, so it cannot predict the reward of an action not taken")
+    if not spec.discretise and reward_scale is None:
+        return ("its reward model predicts reward_scale x seconds and a bare policy file "
+                "does not record reward_scale (give the run directory)")
+    return None
+
+
 class NetworkTarget:
     """A trained SL-MGAC-shaped network (any method of Tables 1-2) as the target."""
 
@@ -106,17 +121,7 @@ class NetworkTarget:
         self.reward_note = self._reward_note()
 
     def _reward_note(self) -> str | None:
-        spec = self.net.spec
-        if not spec.supervised_split:
-            return (f"{self.method} has no reward model (its critics predict Q, the "
-                    "discounted return, not the one-step reward)")
-        if spec.discretise and spec.bin_source == "logged":
-            return ("its reward model reads the logged watch-time bin (bin_source='logged'), "
-                    "an outcome, so it cannot predict the reward of an action not taken")
-        if not spec.discretise and self.reward_scale is None:
-            return ("its reward model predicts reward_scale x seconds and a bare policy file "
-                    "does not record reward_scale (give the run directory)")
-        return None
+        return reward_model_note(self.net.spec, self.method, self.reward_scale)
 
     def check_widths(self, user_dim: int, live_dim: int) -> None:
         spec = self.net.spec

@@ -14,7 +14,8 @@
       groups: {grid: [2, 4]}
     num_samples: 1
     scheduler: {type: asha, grace_period: 1, reduction_factor: 2}
-    evaluation: {epsilon: 0.2, cap: 10, ncis_kind: stepwise, truth_seeds: 1}
+    evaluation: {estimators: [ncis, snips, dr], metric: eval/ncis, epsilon: 0.2, cap: 10,
+                 bootstrap: 200, truth_seeds: 1}
     resources: {ray_cpus: 4, cpus_per_trial: 1, max_concurrent_trials: 1}
 
 Every error is a ``ValueError`` of one line that names the field. Pure Python: no Ray, no torch.
@@ -47,7 +48,8 @@ SAMPLE_KEYS = {
     "rliv-ua": ("sequence_length", "content", "window_ms", "asa_epochs", "max_train_tuples",
                 "seed", "mode"),
 }
-NCIS_KINDS = ("stepwise", "trajectory", "per_decision")
+DEFAULT_ESTIMATORS = ("ncis", "snips", "dr")
+"""SL-MGAC: what each report carries unless ``evaluation.estimators`` says otherwise."""
 WORLD_METRICS = ("ltv", "session_length", "watch_time_min", "ctr", "diversity", "new_fans",
                  "ua_count", "gifted_users", "revenue")
 """Metrics of ``rliv evaluate`` an RLIV-UA sweep can select on (higher is better)."""
@@ -180,21 +182,35 @@ class Scheduler:
 
 @dataclass(frozen=True)
 class Evaluation:
+    estimators: tuple[str, ...] | None = None
+    """SL-MGAC: the off-policy estimators every report carries (``rliv ope``'s names; default
+    :data:`DEFAULT_ESTIMATORS`), each as ``eval/<name>``, ``_lo``, ``_hi`` and ``_ess``
+    (:mod:`rliv_ray.ope.metrics`)."""
+    metric: str | None = None
+    """The Tune metric the scheduler optimises (higher is better). SL-MGAC: ``eval/<name>`` of
+    one of the estimators, or ``eval/<name>_lo`` (the low end of its interval: pessimistic
+    selection); default: the first estimator's. RLIV-UA: ``eval/<world metric>``; default
+    ``eval/<world_metric>``."""
     epsilon: float = 0.2
-    """SL-MGAC: exploration of Eq. 16 in the NCIS ratios and the on-policy runs."""
+    """SL-MGAC: exploration of Eq. 16 in the target's probabilities and the on-policy runs."""
     cap: float = 10.0
-    """SL-MGAC: the NCIS weight cap."""
-    ncis_kind: str = "stepwise"
+    """SL-MGAC: the weight cap of the NCIS kinds."""
+    clip: float | None = None
+    """SL-MGAC: the weight clip of ips, snips and dr (default none)."""
+    tau: float = 10.0
+    """SL-MGAC: Switch-DR's threshold."""
+    bootstrap: int = 200
+    """SL-MGAC: Poisson bootstrap replicates of the intervals (0: none, no ``_lo``/``_hi``)."""
     gamma: float = 1.0
-    """SL-MGAC: J (NCIS and the truth) discounted by gamma per request; 1 = undiscounted. Set
-    it to the trained objective's gamma to select under the objective ``rliv check-live-world``
-    checks."""
+    """SL-MGAC: J (the per-user estimators and the truth) discounted by gamma per request;
+    1 = undiscounted. Set it to the trained objective's gamma to select under the objective
+    ``rliv check-live-world`` checks."""
     users: int = 50
     """RLIV-UA: users of the world rollouts that trials report (the selection metric)."""
     seeds: int = 1
     """RLIV-UA: rollout seeds of the selection metric."""
     world_metric: str = "ltv"
-    """RLIV-UA: the ``rliv evaluate`` metric trials report."""
+    """RLIV-UA: the ``rliv evaluate`` metric of the truth (and the default Tune metric)."""
     truth_seeds: int = 1
     """On-policy seeds of the true value computed after the sweep (apart from the metric)."""
     truth_users: int | None = None
@@ -205,17 +221,40 @@ class Evaluation:
             _fail(f"evaluation.epsilon must be in [0, 1], got {self.epsilon}")
         if not 0 < self.gamma <= 1:
             _fail(f"evaluation.gamma must be in (0, 1], got {self.gamma}")
-        if not self.cap > 0:
-            _fail(f"evaluation.cap must be > 0, got {self.cap}")
-        if self.ncis_kind not in NCIS_KINDS:
-            _fail(f"evaluation.ncis_kind must be one of {NCIS_KINDS}, got {self.ncis_kind!r}")
+        for name in ("cap", "tau") + (("clip",) if self.clip is not None else ()):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+                _fail(f"evaluation.{name} must be a number > 0, got {value!r}")
         if self.world_metric not in WORLD_METRICS:
             _fail(f"evaluation.world_metric must be one of {WORLD_METRICS}, got "
                   f"{self.world_metric!r}")
+        _integer(self.bootstrap, "evaluation.bootstrap")
+        if self.bootstrap < 0:
+            _fail(f"evaluation.bootstrap must be >= 0, got {self.bootstrap}")
         for name in ("users", "seeds", "truth_seeds", "truth_users"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 _fail(f"evaluation.{name} must be >= 1, got {value}")
+        if self.metric is not None and not isinstance(self.metric, str):
+            _fail(f"evaluation.metric must be a metric name such as eval/ncis, got "
+                  f"{self.metric!r}")
+        if self.estimators is not None:
+            from rliv_ray.ope.metrics import parse_estimators
+
+            names = self.estimators
+            if not isinstance(names, list | tuple | str):
+                _fail(f"evaluation.estimators must be a list of estimator names, got {names!r}")
+            object.__setattr__(self, "estimators",
+                               parse_estimators(names, "evaluation.estimators"))
+
+    def ope_settings(self):
+        """SL-MGAC's :class:`~rliv_ray.ope.metrics.OPEMetricSettings` of every report."""
+        from rliv_ray.ope.metrics import OPEMetricSettings
+
+        return OPEMetricSettings(estimators=self.estimators or DEFAULT_ESTIMATORS,
+                                 epsilon=self.epsilon, ncis_cap=self.cap,
+                                 clip=math.inf if self.clip is None else self.clip,
+                                 tau=self.tau, gamma=self.gamma, bootstrap=self.bootstrap)
 
 
 @dataclass(frozen=True)
@@ -278,12 +317,41 @@ class SweepConfig:
         users = self.data.generate.get("users")
         if users is not None and self.algorithm == "sl-mgac":
             check_groups(self, users)
+        self._check_metric()
+
+    def _check_metric(self) -> None:
+        ev = self.evaluation
+        if self.algorithm == "rliv-ua":
+            if ev.estimators is not None:
+                _fail("evaluation.estimators: RLIV-UA has no off-policy estimator on its logs "
+                      "(its logged actions are exposure-selected, tune/README.md); its trials "
+                      "report the world's true value: choose it with evaluation.metric "
+                      f"eval/<one of {', '.join(WORLD_METRICS)}>")
+            if ev.metric is not None and (not ev.metric.startswith("eval/")
+                                          or ev.metric[len("eval/"):] not in WORLD_METRICS):
+                _fail(f"evaluation.metric must be eval/<one of {', '.join(WORLD_METRICS)}> for "
+                      f"RLIV-UA (the world's value of the scorer), got {ev.metric!r}")
+            return
+        if ev.metric is not None:
+            from rliv_ray.ope.metrics import check_metric
+
+            check_metric(ev.metric, self.estimators, bootstrap=ev.bootstrap,
+                         what="evaluation.metric")
+
+    @property
+    def estimators(self) -> tuple[str, ...]:
+        """SL-MGAC: the estimators each report carries (none for RLIV-UA)."""
+        if self.algorithm != "sl-mgac":
+            return ()
+        return self.evaluation.estimators or DEFAULT_ESTIMATORS
 
     @property
     def metric(self) -> str:
         """The Tune metric: an evaluation result (higher is better), never a training loss."""
+        if self.evaluation.metric is not None:
+            return self.evaluation.metric
         if self.algorithm == "sl-mgac":
-            return "eval/ncis"
+            return f"eval/{self.estimators[0]}"
         return f"eval/{self.evaluation.world_metric}"
 
     def values_of(self, name: str) -> tuple:
@@ -317,6 +385,15 @@ def _section(data: Any, name: str, known: tuple[str, ...]) -> dict:
     return data
 
 
+def _evaluation(data: Any) -> Evaluation:
+    section = _mapping(data, "evaluation")
+    if "ncis_kind" in section:
+        _fail("evaluation.ncis_kind is gone: name the NCIS kinds among evaluation.estimators "
+              "(ncis: step-wise, ncis_trajectory, ncis_per_decision) and the one to select "
+              "on as evaluation.metric (eval/ncis, ...)")
+    return _dataclass_section(Evaluation, section, "evaluation")
+
+
 def _dataclass_section(cls, data: Any, name: str, renames: dict[str, str] | None = None):
     renames = renames or {}
     known = tuple(renames.get(f, f) for f in cls.__dataclass_fields__)
@@ -346,7 +423,7 @@ def parse_sweep(data: Any, default_name: str = "sweep") -> SweepConfig:
                                     {"fields": "set"}),
         search=search, bins=bins, num_samples=_integer(top.get("num_samples", 1), "num_samples"),
         scheduler=_dataclass_section(Scheduler, top.get("scheduler"), "scheduler"),
-        evaluation=_dataclass_section(Evaluation, top.get("evaluation"), "evaluation"),
+        evaluation=_evaluation(top.get("evaluation")),
         resources=_dataclass_section(Resources, top.get("resources"), "resources"))
 
 

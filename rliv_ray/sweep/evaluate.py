@@ -1,9 +1,11 @@
 """What a trial reports to Tune (an evaluation, never a training loss) and the truth after it.
 
 SL-MGAC
-    Each report: NCIS of the exported policy (``evaluation.ncis_kind``, ``cap``, Eq. 16 with
-    ``epsilon``) on the held-out users of the trial's samples: ``eval/ncis`` (the Tune metric)
-    and its effective sample size ``eval/ncis_ess``.
+    Each report: the off-policy estimates of the exported policy (Eq. 16 with ``epsilon``) on
+    the held-out users of the trial's samples, one set of ``eval/<name>``, ``eval/<name>_lo``,
+    ``eval/<name>_hi`` and ``eval/<name>_ess`` per estimator of ``evaluation.estimators``
+    (:mod:`rliv_ray.ope.metrics`: ``rliv ope``'s streaming estimators and file reader);
+    ``evaluation.metric`` names the one the scheduler optimises.
     After the sweep: ``truth/value``, the true on-policy value of the same held-out users in
     the synthetic world (``truth_seeds`` runs), with its interval and injection ratio. The
     scheduler never sees it.
@@ -29,10 +31,12 @@ TRUTH_SEED0 = 1000
 """RLIV-UA truth rollouts use seeds from here, apart from the selection metric's."""
 
 
-def report_metrics(config: SweepConfig, samples: str, world: str, policy: Path) -> dict:
-    """The evaluation one report of a trial carries (module docstring)."""
+def report_metrics(config: SweepConfig, samples: str, world: str, policy: Path,
+                   fields: dict | None = None) -> dict:
+    """The evaluation one report of a trial carries (module docstring); ``fields``: the
+    trial's training config fields (SL-MGAC's reward model reads ``reward_scale``)."""
     if config.algorithm == "sl-mgac":
-        return _ncis(config, samples, policy)
+        return _ope(config, samples, policy, fields or {})
     ev = config.evaluation
     values = _world_means(world, policy, users=ev.users, seeds=tuple(range(ev.seeds)))
     return {f"eval/{k}": v for k, v in values.items()}
@@ -69,15 +73,28 @@ def _network_policy(config: SweepConfig, policy: Path):
                          probability=method(name).probability)
 
 
-def _ncis(config: SweepConfig, samples: str, policy: Path) -> dict:
-    from rliv_ray.ope.evaluate import ncis_estimates
+@functools.lru_cache(maxsize=4)
+def _beta(samples: str) -> float:
+    """Eq. 5's cost weight of the world the samples' log came from."""
+    from rliv_ray.data.io import read_manifest
+    from rliv_ray.data.live_config import LiveWorldConfig
+
+    world = read_manifest(samples).get("source", {}).get("world")
+    if world is None:
+        raise ValueError(f"{samples}: its manifest does not name the world it was generated "
+                         "from (the off-policy rewards need its beta)")
+    return LiveWorldConfig.from_dict(world).beta
+
+
+def _ope(config: SweepConfig, samples: str, policy: Path, fields: dict) -> dict:
+    from rliv_ray.algorithms.sl_mgac.config import SETTINGS_DEFAULTS
+    from rliv_ray.ope.metrics import held_out_metrics, network_target
 
     ev = config.evaluation
-    world_config, test_log, _ = _held_out(samples)
-    (estimate,) = ncis_estimates(_network_policy(config, policy), test_log, (ev.ncis_kind,),
-                                 beta=world_config.beta, cap=ev.cap, gamma=ev.gamma,
-                                 n_bootstrap=0)
-    return {"eval/ncis": estimate.value, "eval/ncis_ess": estimate.effective_sample_size}
+    target = network_target(policy, epsilon=ev.epsilon, reward_scale=fields.get(
+        "reward_scale", SETTINGS_DEFAULTS["reward_scale"]))
+    metrics, _ = held_out_metrics(samples, target, ev.ope_settings(), beta=_beta(samples))
+    return metrics
 
 
 def _live_truth(config: SweepConfig, samples: str, policy: Path) -> dict:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,17 @@ def pick(rows: Sequence[TrialRow], attr: str) -> TrialRow | None:
     return max(scored, key=lambda r: getattr(r, attr)) if scored else None
 
 
+def _scored(rows: Sequence[TrialRow], key: str) -> list[TrialRow]:
+    """The rows with ``metric`` set to their last reported ``key`` (nan without it)."""
+    return [replace(r, metric=float(r.extra.get(key, math.nan))) for r in rows]
+
+
+def regrets(rows: Sequence[TrialRow], keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """:func:`regret` with each of ``keys`` (``eval/<name>`` of ``TrialRow.extra``) as the
+    selection metric."""
+    return {key: regret(_scored(rows, key)) for key in keys}
+
+
 def regret(rows: Sequence[TrialRow]) -> dict[str, Any]:
     """The estimator's and the truth's picks and the regret of the former (nan if unknown)."""
     chosen, best = pick(rows, "metric"), pick(rows, "truth")
@@ -58,7 +69,8 @@ def _cell(value: Any) -> str:
 
 
 def summary_markdown(rows: Sequence[TrialRow], result: Mapping[str, Any], *, metric: str,
-                     names: Sequence[str], note: str = "") -> str:
+                     names: Sequence[str], note: str = "",
+                     by_metric: Mapping[str, Mapping[str, Any]] | None = None) -> str:
     """The trials, best metric first, with the picks marked, then the regret in words."""
     chosen, best = result.get("estimator_pick"), result.get("truth_pick")
     head = ["trial", *names, "iterations", "status", metric, "truth/value", "pick"]
@@ -71,6 +83,8 @@ def summary_markdown(rows: Sequence[TrialRow], result: Mapping[str, Any], *, met
                  r.metric, r.truth, mark]
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     lines += ["", regret_line(result, metric)]
+    if by_metric:
+        lines += ["", *regret_table(by_metric, metric)]
     if note:
         lines += ["", note]
     return "\n".join(lines)
@@ -83,6 +97,21 @@ def regret_line(result: Mapping[str, Any], metric: str) -> str:
             f"{result['estimator_pick_truth']:.4g}); the truth picks {result['truth_pick']} "
             f"({result['best_truth']:.4g}): regret {result['regret']:.4g} "
             f"({100 * result['relative_regret']:.1f}% of the best true value)")
+
+
+def regret_table(by_metric: Mapping[str, Mapping[str, Any]], metric: str) -> list[str]:
+    """One row per selection metric: the trial it picks, that trial's true value, the regret."""
+    lines = ["| selection by | picks | its true value | regret | share of the best |",
+             "|---|---|---|---|---|"]
+    for key, r in by_metric.items():
+        name = f"{key} (the sweep's)" if key == metric else key
+        if math.isfinite(r.get("regret", math.nan)):
+            cells = [name, r["estimator_pick"], _cell(r["estimator_pick_truth"]),
+                     _cell(r["regret"]), f"{100 * r['relative_regret']:.1f}%"]
+        else:
+            cells = [name, r.get("estimator_pick") or "-", "nan", "nan", "-"]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return lines
 
 
 def plot_sweep(rows: Sequence[TrialRow], names: Sequence[str], metric: str, path: Path) -> Path:

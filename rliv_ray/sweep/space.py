@@ -1,7 +1,9 @@
-"""A trial's point of the search space: its Tune form, its sample build and its training fields.
+"""The sweep's trials and each one's point of the search space, sample build and training fields.
 
-Pure functions of the :class:`~rliv_ray.sweep.config.SweepConfig` (``tune_space`` imports Ray
-Tune when called).
+Pure functions of the :class:`~rliv_ray.sweep.config.SweepConfig`. The trials are planned here,
+not drawn by Tune (:func:`plan_trials`), so that the same config gives the same trials with
+the same points every time: a resumed sweep knows which of them are finished from its own JSON
+records (:mod:`rliv_ray.sweep.records`) and runs only the others.
 """
 
 from __future__ import annotations
@@ -9,19 +11,58 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import re
 from typing import Any
 
+import numpy as np
+
 from rliv_ray.sweep.config import BIN_PARAMS, DATA_PARAMS, SweepConfig
 
+TRIAL_PREFIX = "trial_"
+_DRAW_STREAM = 0x5EA2C4
+"""Tags the random stream of the search draws, apart from training's own seeds."""
 
-def tune_space(config: SweepConfig) -> dict[str, Any]:
-    """The Tune ``param_space``: one entry per searched hyperparameter (bins by name)."""
-    from ray import tune
 
-    make = {"grid": lambda v: tune.grid_search(list(v)), "choice": lambda v: tune.choice(list(v)),
-            "uniform": lambda v: tune.uniform(*v), "loguniform": lambda v: tune.loguniform(*v)}
-    return {dim.name: make[dim.kind](dim.values) for dim in config.search}
+def trial_name(index: int) -> str:
+    return f"{TRIAL_PREFIX}{index:05d}"
+
+
+def trial_index(trial_id: str) -> int:
+    """The index of a trial id of :func:`trial_name` (0 for anything else)."""
+    tail = trial_id.rsplit("_", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
+
+
+def plan_trials(config: SweepConfig) -> dict[str, dict[str, Any]]:
+    """Every trial of the sweep, trial id -> point, in order.
+
+    The grid dimensions' product (YAML order, the last one varying fastest), ``num_samples``
+    times; each ``choice``, ``uniform`` and ``loguniform`` dimension drawn per trial from
+    NumPy's generator seeded with (``training.seed``, a fixed tag, the trial's index), so
+    the same config gives the same trials and points, and a trial's draws do not depend on how
+    many trials there are."""
+    grid = [d for d in config.search if d.kind == "grid"]
+    combos = list(itertools.product(*(d.values for d in grid)))
+    plan: dict[str, dict[str, Any]] = {}
+    for _ in range(config.num_samples):
+        for combo in combos:
+            index = len(plan)
+            rng = np.random.default_rng([config.training.seed, _DRAW_STREAM, index])
+            fixed = dict(zip((d.name for d in grid), combo, strict=True))
+            point: dict[str, Any] = {}
+            for dim in config.search:
+                if dim.kind == "grid":
+                    point[dim.name] = fixed[dim.name]
+                elif dim.kind == "choice":
+                    point[dim.name] = dim.values[int(rng.integers(len(dim.values)))]
+                elif dim.kind == "uniform":
+                    point[dim.name] = float(rng.uniform(*dim.values))
+                else:
+                    low, high = (math.log(v) for v in dim.values)
+                    point[dim.name] = float(math.exp(rng.uniform(low, high)))
+            plan[trial_name(index)] = point
+    return plan
 
 
 def data_settings(config: SweepConfig, point: dict[str, Any]) -> dict[str, Any]:

@@ -1,5 +1,8 @@
 """The Ray Tune function trainable of a sweep: one trial = one ``rliv train`` run.
 
+A Tune trial's config is ``{"trial_id": ID}``: the trial's point comes from the sweep's plan
+(:func:`~rliv_ray.sweep.space.plan_trials`), carried in the :class:`TrialContext`.
+
 A trial trains through the same entry point as ``rliv train rliv-ua`` / ``rliv train sl-mgac``
 (``train_rliv_ua`` / ``train_sl_mgac``), which checkpoints every ``training.eval_every``
 iterations; each checkpoint's exported policy is kept under ``policies/`` and evaluated
@@ -10,6 +13,7 @@ with the training metrics beside it under ``train/``. ASHA stops a trial at a re
     SWEEP/trials/<trial id>/policies/    the policy of each report (iter_NNNNNN.pt)
     SWEEP/trials/<trial id>/starts.log   one line per start (a resumed sweep restarts only
                                          the trials that had not finished)
+    SWEEP/trials/<trial id>/trial.json   the driver's record of the trial (records.py)
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from rliv_ray.sweep.config import SweepConfig
 
 POLICIES_DIR = "policies"
 STARTS_FILE = "starts.log"
+TRUTH_FILE = "truth.json"
 
 
 @dataclass(frozen=True)
@@ -35,26 +40,33 @@ class TrialContext:
     samples: dict[str, str]
     """Sample builds by data key (:func:`~rliv_ray.sweep.data.prepare_samples`)."""
     trials_dir: str
+    points: dict[str, dict[str, Any]]
+    """The plan: trial id -> point."""
 
 
 def trial_seed(config: SweepConfig, trial_id: str) -> int:
-    """``training.seed`` plus the trial's index (Tune ids end in ``_NNNNN``), so repeated
-    points (``num_samples`` > 1) train with different seeds, the same ones on a resume."""
-    tail = trial_id.rsplit("_", 1)[-1]
-    return config.training.seed + (int(tail) if tail.isdigit() else 0)
+    """``training.seed`` plus the trial's index (ids end in ``_NNNNN``), so repeated points
+    (``num_samples`` > 1) train with different seeds, the same ones on a resume."""
+    from rliv_ray.sweep.space import trial_index
+
+    return config.training.seed + trial_index(trial_id)
 
 
-def run_trial(point: dict[str, Any], context: TrialContext) -> None:
+def run_trial(tune_config: dict[str, Any], context: TrialContext) -> None:
     """Train one point of the search space, reporting an evaluation at every checkpoint."""
     from ray import tune
 
     from rliv_ray.sweep.data import samples_for
     from rliv_ray.sweep.evaluate import report_metrics
+    from rliv_ray.sweep.space import training_fields
 
     config = context.config
-    trial_id = tune.get_context().get_trial_id()
+    trial_id = tune_config["trial_id"]
+    point = context.points[trial_id]
     out = Path(context.trials_dir) / trial_id
     policies = out / POLICIES_DIR
+    shutil.rmtree(policies, ignore_errors=True)  # a restarted trial starts from scratch
+    (out / TRUTH_FILE).unlink(missing_ok=True)
     policies.mkdir(parents=True, exist_ok=True)
     with (out / STARTS_FILE).open("a") as f:
         f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
@@ -63,7 +75,9 @@ def run_trial(point: dict[str, Any], context: TrialContext) -> None:
     def on_export(exported: Path, iteration: int, metrics: dict) -> None:
         kept = policies / f"iter_{iteration:06d}{exported.suffix}"
         shutil.copy2(exported, kept)
-        result = {"iteration": iteration, **report_metrics(config, samples, context.world, kept),
+        evaluation = report_metrics(config, samples, context.world, kept,
+                                    training_fields(config, point))
+        result = {"iteration": iteration, **evaluation,
                   **{f"train/{k}": v for k, v in metrics.items()}, "policy": str(kept)}
         tune.report(result)
 

@@ -42,6 +42,13 @@ def test_train_resume_and_the_saved_policy(ray4, samples, tmp_path, capsys):
     assert [json.loads(x)["iteration"] for x in lines] == [1, 2, 3]
     assert {"loss/critic", "loss/rpn", "loss/actor", "pi/inject_mean"} <= set(
         json.loads(lines[-1]))
+    # off-policy estimates on the held-out users, with the last iteration of each run
+    assert "eval/ncis" not in json.loads(lines[0])
+    last = json.loads(lines[-1])
+    assert {f"eval/{n}{s}" for n in ("ncis", "snips", "dr")
+            for s in ("", "_lo", "_hi", "_ess")} <= set(last)
+    assert last["eval/ncis_lo"] <= last["eval/ncis"] <= last["eval/ncis_hi"]
+    assert report["ope"]["eval/snips"] == last["eval/snips"]
 
     net, edges, method = load_policy(report["policy"])
     assert len(edges) == 2 and net.spec.multi_group is False and method == "w/o MG"  # K - 1 edges
@@ -61,6 +68,7 @@ def test_a_baseline_trains_with_its_own_loss(ray4, samples, tmp_path):
     assert policy.method == "L2R" and policy.net.spec.supervised_split is False
     last = json.loads((tmp_path / "l2r" / "metrics.jsonl").read_text().splitlines()[-1])
     assert "loss/critic" in last and "loss/actor" not in last
+    assert last["eval/dr"] is None and last["eval/snips"] is not None  # no reward model
 
     assert main(["evaluate-ope", str(samples), str(tmp_path / "l2r"), "--seeds", "2",
                  "--out", str(tmp_path / "table"), "--quiet"]) == 0

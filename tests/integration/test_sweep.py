@@ -1,6 +1,8 @@
 """``rliv sweep`` end to end on a tiny live-stream world, as a person runs it: Tune trials with
-ASHA on NCIS, Ctrl-C, ``--resume`` (finished trials are not run again), the summary and the
-MLflow store (a parent run, a child run per trial with its params, metrics and artifacts)."""
+ASHA on a chosen estimator (SNIPS, NCIS reported beside it), Ctrl-C, ``--resume`` from the
+sweep's own records (finished trials are not run again), the summary with the regret per
+estimator and the MLflow store (a parent run, a child run per trial with its params, metrics
+and artifacts)."""
 
 import json
 import os
@@ -22,6 +24,7 @@ CONFIG = {
                  "set": {"train_batch_size_per_learner": 64}},
     "search": {"gamma": {"grid": [0.0, 0.5, 0.9]}, "groups": {"choice": [2, 3]}},
     "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2},
+    "evaluation": {"estimators": ["snips", "ncis"], "metric": "eval/snips", "bootstrap": 20},
     "resources": {"ray_cpus": 4, "cpus_per_trial": 1, "max_concurrent_trials": 1},
 }
 TRIALS = 3
@@ -85,6 +88,10 @@ def test_sweep_interrupt_resume_summary_and_mlflow(tmp_path):
     assert len(trials) == TRIALS
     assert {t["status"] for t in trials.values()} <= {"finished", "stopped early"}
     assert summary["regret"]["estimator_pick"] in trials
+    assert summary["metric"] == "eval/snips"
+    assert set(summary["regret_by_metric"]) == {"eval/snips", "eval/ncis"}
+    assert "| eval/ncis |" in second.stdout  # the regret had NCIS been the metric
+    assert sorted(p.name for p in (out / "tune").iterdir()) == ["attempt_1", "attempt_2"]
     for trial_id in trials:
         starts = (out / "trials" / trial_id / "starts.log").read_text().splitlines()
         assert len(starts) >= 1
@@ -97,8 +104,9 @@ def test_sweep_interrupt_resume_summary_and_mlflow(tmp_path):
     runs = client.search_runs([experiment.experiment_id])
     (parent,) = [r for r in runs if r.info.run_name == "sweep__tiny"]
     assert parent.info.status == "FINISHED"
-    assert parent.data.params["metric"] == "eval/ncis"
-    assert "sweep/regret" in parent.data.metrics
+    assert parent.data.params["metric"] == "eval/snips"
+    assert {"sweep/regret", "sweep/regret/snips", "sweep/regret/ncis"} <= set(
+        parent.data.metrics)
     parent_files = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"summary.md", "sweep.png", "curves.png", "sweep.yaml"} <= parent_files
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id
@@ -108,8 +116,9 @@ def test_sweep_interrupt_resume_summary_and_mlflow(tmp_path):
         trial = trials[child.data.tags["rliv.trial_id"]]
         assert float(child.data.params["gamma"]) == trial["params"]["gamma"]
         assert int(child.data.params["groups"]) == trial["params"]["groups"]
-        assert {"eval/ncis", "truth/value", "train/loss/total"} <= set(child.data.metrics)
-        history = client.get_metric_history(child.info.run_id, "eval/ncis")
+        assert {"eval/snips", "eval/snips_lo", "eval/snips_hi", "eval/snips_ess", "eval/ncis",
+                "truth/value", "train/loss/total"} <= set(child.data.metrics)
+        history = client.get_metric_history(child.info.run_id, "eval/snips")
         assert sorted(m.step for m in history) == list(range(1, trial["iterations"] + 1))
         files = {a.path for a in client.list_artifacts(child.info.run_id)}
         assert {"policy", "plots"} <= files

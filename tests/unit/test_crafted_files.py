@@ -6,7 +6,8 @@ the fixture first shows that unpickling it really does. It is fed in two forms, 
 ``torch.save`` zip archive and a plain pickle, to: resuming training (and an RLlib checkpoint
 of an earlier version), export (``load_module``), SL-MGAC's policy (``evaluate-ope``), the
 RLIV-UA scorer (``rerank``, ``evaluate --policy rliv:``), the ASA model and the learned
-simulator (``evaluate SIM``). No Ray runtime is started.
+simulator (``evaluate SIM``); and ``rliv sweep --resume`` must ignore crafted pickles where Ray
+Tune keeps its experiment state (it reads only its own JSON records). No Ray runtime is started.
 """
 
 import json
@@ -199,3 +200,106 @@ def test_the_asa_model_refuses_a_crafted_file(tmp_path, marker, form):
     with pytest.raises(DataFileError, match="asa.pt: not an ASA model") as err:
         ASAPredictor.load(path)
     assert "\n" not in str(err.value) and not marker.exists()
+
+
+SWEEP_YAML = """
+name: crafted
+algorithm: sl-mgac
+data: {path: unused-world}
+training: {iterations: 2, eval_every: 1}
+search: {gamma: {grid: [0.0, 0.5, 0.9]}}
+"""
+
+
+def finished_sweep(out, policy_dir):
+    """A sweep directory as `rliv sweep` leaves it after its trials ran: sweep.yaml, each
+    trial's JSON record (finished, two reports) and cached truth."""
+    import yaml
+
+    from rliv_ray.sweep.config import parse_sweep
+    from rliv_ray.sweep.records import write_record
+    from rliv_ray.sweep.space import plan_trials
+
+    out.mkdir(parents=True)
+    (out / "sweep.yaml").write_text(SWEEP_YAML)
+    plan = plan_trials(parse_sweep(yaml.safe_load(SWEEP_YAML)))
+    for i, (trial_id, point) in enumerate(plan.items()):
+        policy = policy_dir / trial_id / "policies" / "iter_000002.pt"
+        policy.parent.mkdir(parents=True)
+        policy.write_bytes(b"weights")
+        reports = [{"iteration": k, "eval/ncis": float(i + k), "eval/snips": float(3 - i),
+                    "policy": str(policy)} for k in (1, 2)]
+        write_record(out / "trials", {"trial_id": trial_id, "point": point, "seed": i,
+                                      "status": "finished", "reports": reports, "error": None})
+        (out / "trials" / trial_id / "truth.json").write_text(json.dumps(
+            {"policy": str(policy), "truth": {"truth/value": 10.0 - i}}))
+    return plan
+
+
+def resume(tmp_path, out, monkeypatch, capsys):
+    """`rliv sweep CONFIG --resume` with the data and Tune stubbed out: (exit status, the
+    trials handed to Tune)."""
+    import socket
+
+    from rliv_ray.sweep import data
+    from rliv_ray.sweep import run as sweep_run
+
+    handed = []
+    monkeypatch.setattr(sweep_run, "_prepare_data", lambda config, out, say: (out / "w", {}))
+    monkeypatch.setattr(data, "samples_for", lambda *args: "unused-samples")
+    monkeypatch.setattr(sweep_run, "_run_tune",
+                        lambda config, out, world, samples, tracker, plan, pending, done,
+                        address: handed.extend(pending))
+    config = tmp_path / "crafted.yaml"
+    config.write_text(SWEEP_YAML)
+    with socket.socket() as s:  # MLflow at a free port: one warning, the sweep goes on
+        s.bind(("127.0.0.1", 0))
+        uri = f"http://127.0.0.1:{s.getsockname()[1]}"
+    code = sweep_run.run_sweep(config, out, resume=True, tracking_uri=uri, say=print)
+    capsys.readouterr()
+    return code, handed
+
+
+def test_sweep_resume_ignores_crafted_tune_state_and_reads_only_its_json(tmp_path, marker,
+                                                                           monkeypatch, capsys):
+    out = tmp_path / "sweep"
+    plan = finished_sweep(out, out / "trials")
+    tune = out / "tune" / "attempt_1"
+    for name in ("tuner.pkl", "trainable.pkl", "searcher-state-2025-01-01_00-00-00.pkl",
+                 "trial_0/params.pkl", "trial_0/checkpoint_000000/data.pkl"):
+        craft(tune / name, marker, "pickle")
+    craft(tune / "experiment_state-2025-01-01_00-00-00.json", marker, "pickle")
+    first = next(iter(plan))
+    craft(out / "trials" / first / "trial.json", marker, "pickle")  # not JSON: runs again
+
+    code, handed = resume(tmp_path, out, monkeypatch, capsys)
+    assert handed == [first]  # the others' records say finished: never run again
+    assert code == 130  # Tune (stubbed) did not run it, so the sweep is not over
+    assert not marker.exists()
+
+    from rliv_ray.sweep.records import read_record
+
+    assert read_record(out / "trials", first) is None  # the crafted record reads as none
+    finished_sweep(tmp_path / "again", tmp_path / "again" / "trials")
+    for name in ("tuner.pkl", "experiment_state-2025-01-01_00-00-00.json"):
+        craft(tmp_path / "again" / "tune" / name, marker, "torch")
+    code, handed = resume(tmp_path, tmp_path / "again", monkeypatch, capsys)
+    assert code == 0 and handed == []  # every trial finished: the summary, without Tune
+    summary = json.loads((tmp_path / "again" / "summary.json").read_text())
+    assert [t["trial_id"] for t in summary["trials"]] == list(plan)
+    assert summary["regret"]["estimator_pick"] == list(plan)[-1]  # best eval/ncis
+    assert summary["regret_by_metric"]["eval/snips"]["estimator_pick"] == list(plan)[0]
+    assert not marker.exists()
+
+
+def test_no_code_path_unpickles_or_restores_tune_state():
+    """The package neither unpickles (``rliv ope``'s Ray tasks return Arrow columns) nor
+    restores a Tune experiment (its state is pickled)."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "rliv_ray"
+    pattern = re.compile(r"pickle\.loads?\(|Tuner\.restore\(|cloudpickle|weights_only=False")
+    hits = [f"{path.relative_to(root)}:{n}" for path in root.rglob("*.py")
+            for n, line in enumerate(path.read_text().splitlines(), 1) if pattern.search(line)]
+    assert hits == []

@@ -182,3 +182,33 @@ def test_model_estimators_are_skipped_without_a_model_and_settings_are_checked()
         StreamSettings(estimators=("wdr",))
     with pytest.raises(ValueError, match="ncis_cap must be a number > 0"):
         StreamSettings(ncis_cap=0)
+
+
+def test_sums_travel_from_ray_tasks_as_plain_arrow_columns():
+    """What a Ray Data task of `rliv ope` returns (rliv_ray.ope.scan): one row per sum, its key,
+    shape and float64 values, never a pickle; merged key by key it gives the same estimates,
+    and a file's error comes back as its one line."""
+    import pyarrow as pa
+
+    from rliv_ray.ope.scan import STATS_SCHEMA, error_table, stats_from_table, stats_table
+    from rliv_ray.ope.targets import OPEInputError
+
+    settings = StreamSettings(estimators=("ips", "dr", "ncis", "ncis_per_decision"),
+                              n_bootstrap=20)
+    halves = user_cuts(LOG, 1)[0]
+    parts = [stream({k: v[lo:hi] for k, v in LOG.items()}, settings)
+             for lo, hi in ((0, halves), (halves, len(LOG["action"])))]
+    table = pa.concat_tables([stats_table(p) for p in parts])
+    assert table.schema == STATS_SCHEMA
+    assert {str(t) for t in table.schema.types} <= {"string", "list<item: int64>",
+                                                    "list<item: double>"}
+    total = None
+    for piece in stats_from_table(table):
+        assert len(piece) == 1
+        total = piece if total is None else merge(total, piece)
+    direct = by_name(finalize(merge(*parts), settings))
+    for est in finalize(total, settings).estimates:
+        assert est.value == pytest.approx(direct[est.estimator].value, rel=1e-12)
+        assert est.ci_low == pytest.approx(direct[est.estimator].ci_low, rel=1e-12)
+    with pytest.raises(OPEInputError, match="^f.parquet: no rows$"):
+        list(stats_from_table(pa.concat_tables([table, error_table("f.parquet: no rows")])))

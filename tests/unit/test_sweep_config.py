@@ -95,12 +95,115 @@ def test_a_valid_config():
     ({"training__set__groups": 3, "search__groups": None}, "set it under data.samples"),
     ({"data__path": "x"}, "data needs exactly one of 'path'"),
     ({"scheduler": {"type": "pbt"}}, "scheduler.type must be one of"),
-    ({"evaluation": {"ncis_kind": "plain"}}, "evaluation.ncis_kind must be one of"),
+    ({"evaluation": {"ncis_kind": "stepwise"}}, "evaluation.ncis_kind is gone: name the NCIS"),
+    ({"evaluation": {"estimators": ["ncis", "magic_8"]}},
+     "evaluation.estimators: unknown estimator 'magic_8' (choose from ips, snips, dm, dr"),
+    ({"evaluation": {"estimators": ["fqe"]}}, "evaluation.estimators: 'fqe' needs the whole"),
+    ({"evaluation": {"estimators": []}}, "evaluation.estimators: name at least one"),
+    ({"evaluation": {"estimators": "ncis"}}, None),  # one name is fine
+    ({"evaluation": {"estimators": {"a": 1}}}, "evaluation.estimators must be a list"),
+    ({"evaluation": {"metric": "eval/dr"}}, None),  # the default estimators have dr
+    ({"evaluation": {"metric": "eval/ips"}},
+     "evaluation.metric eval/ips: ips is not among the estimators ['ncis', 'snips', 'dr']"),
+    ({"evaluation": {"metric": "train/loss/total"}}, "evaluation.metric must be one of eval/ncis"),
+    ({"evaluation": {"metric": "eval/ncis_lo", "bootstrap": 0}}, "bootstrap is 0 (no interval)"),
+    ({"evaluation": {"metric": 3}}, "evaluation.metric must be a metric name"),
+    ({"evaluation": {"bootstrap": -1}}, "evaluation.bootstrap must be >= 0"),
+    ({"evaluation": {"clip": 0}}, "evaluation.clip must be a number > 0"),
     ({"evaluation": {"gamma": 0}}, "evaluation.gamma must be in (0, 1], got 0"),
     ({"name": "a b"}, "name must hold only"),
 ])
 def test_bad_configs_get_one_line(changes, expected):
-    assert expected in error_of(config_with(**changes))
+    if expected is None:
+        parse_sweep(config_with(**changes))
+    else:
+        assert expected in error_of(config_with(**changes))
+
+
+def test_the_sweep_optimises_the_chosen_estimator():
+    config = parse_sweep(config_with(evaluation={"estimators": ["dr", "ncis", "snips"],
+                                                 "metric": "eval/snips_lo", "cap": 5,
+                                                 "clip": 20, "bootstrap": 50}))
+    assert config.metric == "eval/snips_lo" and config.estimators == ("dr", "ncis", "snips")
+    settings = config.evaluation.ope_settings()
+    assert (settings.ncis_cap, settings.clip, settings.bootstrap) == (5, 20, 50)
+    assert parse_sweep(config_with(evaluation={"estimators": ["pdis", "ncis"]})).metric == \
+        "eval/pdis"  # default: the first estimator's
+    assert parse_sweep(BASE).estimators == ("ncis", "snips", "dr")
+
+
+def test_rliv_ua_selects_on_a_world_metric_and_has_no_estimators():
+    data = {"algorithm": "rliv-ua", "data": {"path": "w"},
+            "search": {"gamma": {"grid": [0.8]}},
+            "evaluation": {"metric": "eval/session_length"}}
+    assert parse_sweep(data).metric == "eval/session_length"
+    assert parse_sweep(data).estimators == ()
+    data["evaluation"] = {"metric": "eval/ncis"}
+    assert "must be eval/<one of ltv" in error_of(data)
+    data["evaluation"] = {"estimators": ["ncis"]}
+    assert "RLIV-UA has no off-policy estimator on its logs" in error_of(data)
+
+
+def test_the_trials_are_planned_the_same_way_every_time():
+    from rliv_ray.sweep.space import plan_trials, trial_index
+
+    data = config_with(num_samples=2, search__tau={"uniform": [0.001, 0.02]})
+    plan = plan_trials(parse_sweep(data))
+    assert len(plan) == 2 * 2 * 2  # gamma x groups grids, twice; choice and draws per trial
+    assert list(plan) == [f"trial_{i:05d}" for i in range(8)]
+    assert plan == plan_trials(parse_sweep(copy.deepcopy(data)))  # same config: same trials
+    assert [trial_index(t) for t in plan] == list(range(8))
+    points = list(plan.values())
+    assert [(p["gamma"], p["groups"]) for p in points[:4]] == [(0.0, 2), (0.0, 3), (0.9, 2),
+                                                               (0.9, 3)]
+    assert points[:4] != points[4:]  # the second sample draws anew ...
+    assert [(p["gamma"], p["groups"]) for p in points[4:]] == [(p["gamma"], p["groups"])
+                                                               for p in points[:4]]
+    for p in points:
+        assert 1e-4 <= p["lr"] <= 1e-2 and 0.001 <= p["tau"] <= 0.02
+        assert p["live_bins"] in ("paper", "coarse")
+    reseeded = plan_trials(parse_sweep(config_with(training__seed=7)))
+    assert [p["lr"] for p in reseeded.values()] != [p["lr"] for p in points[:4]]
+
+
+def test_trial_records_read_back_only_as_json(tmp_path):
+    from rliv_ray.sweep.records import finished_trials, read_record, report_entry, write_record
+
+    point = {"gamma": 0.9, "groups": 2}
+    entry = report_entry({"iteration": 2, "eval/ncis": 1.5, "eval/dr": math.nan,
+                          "train/loss/total": 0.3, "policy": "p.pt", "time_total_s": 9.0,
+                          "done": False})
+    assert entry == {"iteration": 2, "eval/ncis": 1.5, "eval/dr": None,
+                     "train/loss/total": 0.3, "policy": "p.pt"}
+    for trial_id, status in (("trial_00000", "finished"), ("trial_00001", "running"),
+                             ("trial_00002", "stopped early"), ("trial_00003", "error")):
+        write_record(tmp_path, {"trial_id": trial_id, "point": point, "status": status,
+                                "reports": [entry], "error": None})
+    plan = {f"trial_{i:05d}": point for i in range(5)}
+    assert sorted(finished_trials(tmp_path, plan)) == ["trial_00000", "trial_00002"]
+    plan["trial_00000"] = {"gamma": 0.5, "groups": 2}  # another point: not that trial's record
+    assert sorted(finished_trials(tmp_path, plan)) == ["trial_00002"]
+    (tmp_path / "trial_00002" / "trial.json").write_text('{"trial_id": "trial_00002"')
+    assert read_record(tmp_path, "trial_00002") is None
+    assert not list(tmp_path.glob("*/*.tmp-*"))
+
+
+def test_regret_per_estimator_on_the_same_trials():
+    from rliv_ray.sweep.report import regret_table, regrets
+
+    rows = [TrialRow("a", {}, "finished", 4, 1.0, truth=50.0,
+                     extra={"eval/ncis": 1.0, "eval/dr": 9.0}),
+            TrialRow("b", {}, "finished", 4, 2.0, truth=40.0,
+                     extra={"eval/ncis": 2.0, "eval/dr": 3.0}),
+            TrialRow("c", {}, "finished", 4, 0.5, truth=45.0, extra={"eval/ncis": 0.5})]
+    by = regrets(rows, ["eval/ncis", "eval/dr", "eval/snips"])
+    assert by["eval/ncis"]["estimator_pick"] == "b" and by["eval/ncis"]["regret"] == 10.0
+    assert by["eval/dr"]["estimator_pick"] == "a" and by["eval/dr"]["regret"] == 0.0
+    assert math.isnan(by["eval/snips"]["regret"])  # no trial reported it
+    table = regret_table(by, "eval/ncis")
+    assert "| eval/ncis (the sweep's) | b | 40 | 10 | 20.0% |" in table
+    assert "| eval/dr | a | 50 | 0 | 0.0% |" in table
+    assert "| eval/snips | - | nan | nan | - |" in table
 
 
 def test_cpu_budgets_that_would_hang_are_refused():
@@ -216,3 +319,27 @@ def test_an_unreachable_server_warns_once_and_tracking_stops(capsys):
     err = capsys.readouterr().err
     assert err.count("warning: MLflow at") == 1 and "the sweep goes on" in err
     assert not tracker.active
+
+
+def test_a_resumed_asha_starts_with_the_finished_trials_reports():
+    """ASHA's rungs record the finished trials' reports (report k at time k), so a re-run
+    trial below the cutoff they set is stopped as in an uninterrupted sweep."""
+    pytest.importorskip("ray.tune")
+    from ray.tune.schedulers import TrialScheduler
+
+    from rliv_ray.sweep.run import _asha
+
+    config = parse_sweep(config_with(training__iterations=4, training__eval_every=1,
+                                     scheduler={"type": "asha", "grace_period": 1,
+                                                "reduction_factor": 2}))
+    finished = [{"trial_id": f"trial_0000{i}", "reports": [
+        {"iteration": k, "eval/ncis": 10.0 * i + k} for k in (1, 2, 3, 4)]} for i in (1, 2)]
+    scheduler = _asha(config, finished)
+    (bracket,) = scheduler._brackets
+    first_rung = dict(bracket._rungs)[1]
+    assert first_rung == {"finished:trial_00001": 11.0, "finished:trial_00002": 21.0}
+
+    class Rerun:
+        trial_id = "trial_00000"
+
+    assert bracket.on_result(Rerun(), 1, 5.0) == TrialScheduler.STOP  # below both

@@ -119,3 +119,31 @@ def test_a_checkpoint_of_an_earlier_version_is_refused_with_one_line(tmp_path):
     with pytest.raises(DataFileError, match="earlier rliv-ray, which is not read") as err:
         latest_checkpoint(tmp_path)
     assert "\n" not in str(err.value)
+
+
+def test_evaluate_adds_its_metrics_to_the_checkpoints_line_and_tracker(tmp_path):
+    """`rliv train sl-mgac`'s off-policy estimates: computed on the checkpoint just written,
+    logged in that iteration's line (nan as null) and MLflow step (finite values only)."""
+    logged, seen = [], []
+
+    class Tracker:
+        def log_metrics(self, metrics, step=None):
+            logged.append((step, metrics))
+
+    def evaluate(checkpoint, iteration):
+        assert latest_checkpoint(tmp_path).checkpoint == checkpoint
+        seen.append(iteration)
+        return {"eval/ncis": 10.0 * iteration, "eval/dr": math.nan}
+
+    result = run_iterations(FakeAlgo([1.0, 0.9, 0.8]), tmp_path,
+                            LoopSettings(iterations=3, checkpoint_every=2, progress=False),
+                            updates_per_iteration=10, rows_per_update=4, evaluate=evaluate,
+                            tracker=Tracker(), save_state=save_state)
+    assert seen == [2, 3]
+    lines = [json.loads(x) for x in (tmp_path / METRICS_FILE).read_text().splitlines()]
+    assert [x["iteration"] for x in lines] == [1, 2, 3]
+    assert "eval/ncis" not in lines[0]
+    assert lines[1]["eval/ncis"] == 20.0 and lines[1]["eval/dr"] is None
+    assert logged[2][0] == 3 and logged[2][1]["eval/ncis"] == 30.0
+    assert "eval/dr" not in logged[2][1] and "eval/ncis" not in logged[0][1]
+    assert result["evaluation"]["eval/ncis"] == 30.0

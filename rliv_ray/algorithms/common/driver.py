@@ -223,14 +223,19 @@ def _ray_if_running():
 def run_training(config, out: Path, settings: TrainSettings, *, start: Resumed | None,
                  run_name: str, params: dict[str, Any], tracking_uri: str | None,
                  export: Callable[[Path], Path],
-                 on_export: Callable[[Path, int, dict], None] | None = None) -> dict[str, Any]:
+                 on_export: Callable[[Path, int, dict], None] | None = None,
+                 evaluate: Callable[[Path, int], dict[str, float]] | None = None,
+                 evaluate_each_checkpoint: bool = False) -> dict[str, Any]:
     """Build the algorithm, restore, iterate, checkpoint, export; the loop's result plus the
     final checkpoint, the export and the wall time. Checkpoints are our own tensors-and-JSON
     format (:mod:`rliv_ray.algorithms.common.checkpoint`); RLlib's pickles are neither written
     nor read.
 
     With ``on_export``, every checkpoint is exported too and ``on_export(exported, iteration,
-    metrics)`` called (``rliv sweep`` evaluates each exported policy)."""
+    metrics)`` called (``rliv sweep`` evaluates each exported policy). With ``evaluate``, the
+    last checkpoint (every one with ``evaluate_each_checkpoint``) is exported and
+    ``evaluate(exported, iteration)`` gives metrics logged with that iteration's
+    (``rliv train sl-mgac``'s off-policy estimates)."""
     import ray
 
     from rliv_ray.algorithms.common.checkpoint import apply_state, read_state, save_state
@@ -251,6 +256,11 @@ def run_training(config, out: Path, settings: TrainSettings, *, start: Resumed |
     def export_each(checkpoint: Path, iteration: int, metrics: dict) -> None:
         on_export(export(checkpoint), iteration, metrics)
 
+    def evaluate_checkpoint(checkpoint: Path, iteration: int) -> dict[str, float]:
+        if evaluate_each_checkpoint or iteration == settings.loop.iterations:
+            return evaluate(export(checkpoint), iteration)
+        return {}
+
     try:
         algo = config.build_algo()
         if saved is not None:
@@ -262,7 +272,8 @@ def run_training(config, out: Path, settings: TrainSettings, *, start: Resumed |
                                     updates_per_iteration=settings.updates_per_iteration,
                                     rows_per_update=rows, start=start, tracker=tracker,
                                     save_state=lambda a, path: save_state(a, path, config),
-                                    on_checkpoint=export_each if on_export else None)
+                                    on_checkpoint=export_each if on_export else None,
+                                    evaluate=evaluate_checkpoint if evaluate else None)
             _stop(algo)
             checkpoint = latest_checkpoint(out).checkpoint
             exported = export(checkpoint)
@@ -272,6 +283,9 @@ def run_training(config, out: Path, settings: TrainSettings, *, start: Resumed |
         gc.collect()  # the learner's data iterator must finish while Ray is still up
         if started:
             ray.shutdown()
+    evaluation = result.pop("evaluation", {})
+    if evaluate is not None:
+        result["evaluation"] = evaluation
     return {**result, "checkpoint": str(checkpoint), "export": str(exported),
             "resumed_from": str(start.checkpoint) if start else None,
             "wall_s": time.perf_counter() - began}

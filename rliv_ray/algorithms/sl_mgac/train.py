@@ -3,12 +3,20 @@
     OUT/checkpoints/...      checkpoints every K iterations (see rliv_ray.train_loop)
     OUT/metrics.jsonl        per-iteration critic, RPN and actor losses, Q and policy stats
     OUT/policy.pt            the trained network, its spec and the group edges (plain torch)
-    OUT/train.json           settings, data, final metrics
+    OUT/train.json           settings, data, final metrics, the final off-policy estimates
+
+With ``ope`` (``rliv train sl-mgac``'s default: ncis, snips, dr), the policy of the last
+checkpoint (of every checkpoint with ``ope_each_checkpoint``) is scored on the samples' held-out
+users by ``rliv ope``'s streaming estimators (:mod:`rliv_ray.ope.metrics`): ``eval/<name>``,
+``eval/<name>_lo``, ``_hi`` and ``_ess`` join that iteration's line of metrics.jsonl and its
+MLflow step, and train.json's ``ope``.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import sys
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -83,17 +91,24 @@ def build_config(files: list[Path], manifest: dict, settings: TrainSettings) -> 
 def train_sl_mgac(samples: str | Path, out: str | Path, settings: TrainSettings, *,
                   resume: bool = False, overwrite: bool = False,
                   tracking_uri: str | None = None,
-                  on_export: Callable[[Path, int, dict], None] | None = None) -> dict[str, Any]:
+                  on_export: Callable[[Path, int, dict], None] | None = None,
+                  ope=None, ope_each_checkpoint: bool = False,
+                  say: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Train, checkpoint and save the policy; returns the report also in OUT/train.json.
     ``on_export(policy, iteration, metrics)``: the policy is saved at every checkpoint too and
-    handed over (``rliv sweep``)."""
+    handed over (``rliv sweep``). ``ope``: an :class:`~rliv_ray.ope.metrics.OPEMetricSettings`
+    (module docstring); None: no off-policy estimates."""
     out = Path(out)
+    say = say or _stderr
     files, manifest = train_files(samples)
     # Settings, data and CPUs are checked before OUT is claimed: a refused run leaves nothing.
     settings = resumed_training(out, settings, resume=resume)
     config = build_config(files, manifest, settings)
     check_shard_values(files)
     check_resume(out, config, resume=resume)
+    if ope is not None and not _held_out(samples):
+        say(f"note: {samples} has no held-out users ({TEST_DIR}/): no off-policy estimates")
+        ope = None
     with training_ray(settings), \
             training_out(out, samples, resume=resume, overwrite=overwrite) as start:
         settings = remember_training(out, settings, start)
@@ -102,14 +117,62 @@ def train_sl_mgac(samples: str | Path, out: str | Path, settings: TrainSettings,
                   "settings": settings_params(settings),
                   "config": plain({k: getattr(config, k) for k in (*SPEC_DEFAULTS,
                                                                     *SETTINGS_DEFAULTS)})}
+        skipped: dict[str, str] = {}
+        evaluate = (None if ope is None else
+                    _ope_evaluator(samples, manifest, config, ope, skipped, say))
+        if ope is not None:
+            params["ope"] = {"estimators": list(ope.estimators), "epsilon": ope.epsilon,
+                             "bootstrap": ope.bootstrap, "each_checkpoint": ope_each_checkpoint}
         result = run_training(
             config, out, settings, start=start, params=params, tracking_uri=tracking_uri,
             run_name=f"train-sl-mgac__{Path(samples).name}__{settings.seed}",
             export=lambda checkpoint: save_policy(checkpoint, out / POLICY_FILE, manifest),
-            on_export=on_export)
+            on_export=on_export, evaluate=evaluate, evaluate_each_checkpoint=ope_each_checkpoint)
+        evaluation = result.pop("evaluation", {})
         report = {**params, **result, "policy": result["export"]}
+        if ope is not None:
+            report["ope"] = {k: v if math.isfinite(v) else None for k, v in evaluation.items()}
+            report["ope_skipped"] = skipped
         (out / REPORT_FILE).write_text(json.dumps(report, indent=2, default=str) + "\n")
     return report
+
+
+TEST_DIR = "test"
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _held_out(samples: str | Path) -> bool:
+    return any((Path(samples) / TEST_DIR).glob("*.parquet"))
+
+
+def _ope_evaluator(samples: str | Path, manifest: dict, config: SLMGACConfig, ope,
+                   skipped: dict[str, str], say: Callable[[str], None]):
+    """``evaluate(policy, iteration)`` of :func:`run_training`: the policy's off-policy
+    estimates on the held-out users (nan where one cannot be made, its reason in ``skipped``).
+    A failure costs the estimates, never the training: one warning line."""
+    from rliv_ray.data.live_config import LiveWorldConfig
+    from rliv_ray.ope.metrics import held_out_metrics, network_target
+
+    world = manifest.get("source", {}).get("world")
+    beta = LiveWorldConfig.from_dict(world).beta if world else config.beta
+
+    def evaluate(policy: Path, iteration: int) -> dict[str, float]:
+        try:
+            target = network_target(policy, epsilon=ope.epsilon,
+                                    reward_scale=config.reward_scale)
+            metrics, why = held_out_metrics(samples, target, ope, beta=beta)
+        except ValueError as err:  # OPEInputError and DataFileError among them
+            say(f"warning: no off-policy estimates at iteration {iteration}: "
+                f"{str(err).splitlines()[0] if str(err) else type(err).__name__}")
+            return {}
+        skipped.clear()
+        skipped.update(why)
+        return metrics
+
+    return evaluate
 
 
 def save_policy(checkpoint: str | Path, path: Path, manifest: dict) -> Path:
