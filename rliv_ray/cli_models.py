@@ -89,7 +89,7 @@ def add_model_parsers(sub, parse_override) -> None:
     ope.add_argument("--no-ope", action="store_true", help="no off-policy estimates")
     p.add_argument("--ope-each-checkpoint", action="store_true", help="estimate at every "
                    "checkpoint, not only the last")
-    p.add_argument("--ope-bootstrap", type=integer(0), default=200, help="Poisson bootstrap "
+    p.add_argument("--ope-bootstrap", type=int, default=200, help="Poisson bootstrap "
                    "replicates of their 95%% intervals (default 200; 0: no interval)")
 
     p = sub.add_parser(
