@@ -50,15 +50,18 @@ def sample_table(rows: int, seed: int = 0, *, users: int = 50, authors: int = 20
     state = make_states(x, rng)
     action = rng.integers(0, N_ACTIONS, rows)
     reward = (action == best_action(x)).astype(np.float32)
+    author = rng.integers(0, authors, rows)  # drawn in the order the columns were
+    stitched = rng.random(rows) < 0.5
     columns = {
         S.USER_ID: pa.array(user, pa.int64()),
-        S.AUTHOR_ID: pa.array(rng.integers(0, authors, rows), pa.int64()),
+        S.AUTHOR_ID: pa.array(author, pa.int64()),
         S.STATE: S.vectors_to_arrow(state),
         S.ACTION: pa.array(action, pa.int16()),
         **{S.reward_column(label): pa.array(reward) for label in S.LABELS},
         S.NEXT_STATE: S.vectors_to_arrow(state),
-        S.STITCHED: pa.array(rng.random(rows) < 0.5),
-        S.TRUE_NEXT_STATE: S.vectors_to_arrow(state),
+        S.STITCHED: pa.array(stitched),
+        # as build-samples writes it: NaN where the row was not stitched
+        S.TRUE_NEXT_STATE: S.vectors_to_arrow(np.where(stitched[:, None], state, np.nan)),
         S.GAP: pa.array(np.ones(rows), pa.int32()),
         S.USER_GROUP: pa.array(np.zeros(rows), pa.int16()),
         S.RANK_SCORE: pa.array(rng.uniform(0.05, 1.0, rows), pa.float32()),

@@ -146,7 +146,8 @@ _IDS = (S.USER_ID, S.AUTHOR_ID)
 def check_shard_values(files, *, n_actions: int | None = None) -> None:
     """Read every sample shard once before Ray starts and raise ShardError (one line naming
     file, column and row) at the first NaN or infinite number in any float column (rewards,
-    states, vectors), negative user or author id, or action outside ``[0, n_actions)``."""
+    states, vectors; not ``true_next_state``, NaN where a row was not stitched), negative user
+    or author id, or action outside ``[0, n_actions)``."""
     for file in files:
         try:
             parquet = pq.ParquetFile(file)
@@ -161,6 +162,8 @@ def check_shard_values(files, *, n_actions: int | None = None) -> None:
 
 def _check_batch(file, batch: pa.RecordBatch, offset: int, n_actions: int | None) -> None:
     for name, column in zip(batch.schema.names, batch.columns, strict=True):
+        if name == S.TRUE_NEXT_STATE:  # NaN marks "not stitched" (schema); training skips it
+            continue
         kind = column.type
         if pa.types.is_fixed_size_list(kind) or pa.types.is_list(kind):
             if not pa.types.is_floating(kind.value_type):
