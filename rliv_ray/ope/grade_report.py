@@ -12,7 +12,7 @@ from rliv_ray.ope.grade import Graded, relative_error
 
 __all__ = ["format_markdown", "format_text", "plot"]
 
-SUMMARY_HEADER = ("estimator", "question", "rel. error", "|rel. error|", "95% CI holds truth",
+SUMMARY_HEADER = ("estimator", "question", "rel. error", "abs. rel. error", "95% CI holds truth",
                   "Spearman", "Kendall", "regret", "ESS (median)")
 
 
