@@ -48,8 +48,6 @@ PER_DECISION = ("ips", "snips", "ncis", "dm", "dr", "sndr", "switch_dr")
 LONG_TERM = ("ncis_stepwise", "ncis_trajectory", "ncis_per_decision", "pdis", "wpdis",
              "dr_steps", "wdr", "magic", "fqe")
 """Long-term (per-user) estimators, in table order."""
-MODEL_FREE = ("ips", "snips", "ncis", "ncis_stepwise", "ncis_trajectory", "ncis_per_decision",
-              "pdis", "wpdis")
 
 
 @dataclass(frozen=True)
