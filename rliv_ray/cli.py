@@ -16,6 +16,7 @@
     rliv ui [--tracking-uri URI]            browse the MLflow store in the MLflow UI (127.0.0.1)
     rliv sweep CONFIG.yaml [--resume]       Ray Tune sweep (ASHA on an evaluation) + MLflow runs
     rliv ope LOGS --policy RUN              streamed off-policy estimates (IPS ... NCIS, DR)
+    rliv ope-grade                          every estimator graded against the truth, both worlds
     rliv submit -- COMMAND ...              run an rliv command as a Ray Job on a cluster
 
 Errors are one line on stderr and exit status 1 (invalid input data) or 2 (bad arguments,
@@ -346,6 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
     from rliv_ray.cli_ope import add_ope_parser
 
     add_ope_parser(add)
+    from rliv_ray.cli_grade import add_grade_parser
+
+    add_grade_parser(add, _parse_override)
 
     from rliv_ray.cli_submit import add_submit_parsers
 

@@ -56,7 +56,10 @@ _ROW_COLUMNS = (*objective.STATE_COLUMNS, *S.SESSION_STATE_COLUMNS, S.ACTION, S.
 SESSION_REQUESTS_FEATURE = "log1p_session_requests"
 """The world's user feature that is 0 exactly on a session's first request: how a policy that
 sees the world's observations tells that a request opens a session (:class:`SessionClock`)."""
-_TRUTH_STREAM = 0x7E57  # the on-policy runs' random stream, apart from the log's
+TRUTH_STREAM = 0x7E57
+"""The on-policy runs' random stream, apart from a generated log's. ``rliv ope-grade`` logs its
+world on this stream too, so that its log and its truth share their random numbers."""
+_TRUTH_STREAM = TRUTH_STREAM
 TRUTH_REWARDS = ("expected", "realised")
 CHUNK_ROWS = 8192
 """Rows per network call when a policy scores a whole log."""
