@@ -20,6 +20,8 @@ import math
 import time
 from pathlib import Path
 
+from rliv_ray.checks import integer, number
+
 WORLDS = ("live", "rliv-ua")
 
 
@@ -35,20 +37,21 @@ def add_grade_parser(add, parse_override) -> None:
             "of its tables.")
     p.add_argument("--worlds", default=",".join(WORLDS),
                    help=f"comma-separated, of {', '.join(WORLDS)} (default both)")
-    p.add_argument("--seeds", type=int, default=1, help="seeds per world: a world, a log and "
+    p.add_argument("--seeds", type=integer(1), default=1,
+                   help="seeds per world: a world, a log and "
                    "the rollouts per seed (default 1)")
-    p.add_argument("--first-seed", type=int, default=0, help="seeds run from this one "
+    p.add_argument("--first-seed", type=integer(0), default=0, help="seeds run from this one "
                    "(default 0)")
-    p.add_argument("--live-users", type=int, default=300, help="live world: users (default "
+    p.add_argument("--live-users", type=integer(1), default=300, help="live world: users (default "
                    "300)")
-    p.add_argument("--live-days", type=int, default=1, help="live world: days (default 1)")
-    p.add_argument("--live-gamma", type=float, default=0.9, help="live world: discount per "
+    p.add_argument("--live-days", type=integer(1), default=1, help="live world: days (default 1)")
+    p.add_argument("--live-gamma", type=number(0, 1), default=0.9, help="live world: discount per "
                    "request of J (default 0.9, SL-MGAC's objective)")
-    p.add_argument("--ua-users", type=int, default=100, help="user-author world: users "
+    p.add_argument("--ua-users", type=integer(1), default=100, help="user-author world: users "
                    "(default 100)")
-    p.add_argument("--ua-days", type=int, default=2, help="user-author world: days "
+    p.add_argument("--ua-days", type=integer(1), default=2, help="user-author world: days "
                    "(default 2)")
-    p.add_argument("--ua-gamma", type=float, default=1.0, help="user-author world: discount "
+    p.add_argument("--ua-gamma", type=number(0, 1), default=1.0, help="user-author world: discount "
                    "per request of J (default 1: the LTV over the horizon)")
     p.add_argument("--mix", default="0.25,0.5,0.75", help="rates at which the logging policy "
                    "is mixed with the greedy policy (the immediate oracle in the live world) "
@@ -57,24 +60,28 @@ def add_grade_parser(add, parse_override) -> None:
                    help="also grade a trained policy: a `rliv train sl-mgac` run (or its "
                    "policy.pt; live world) or rliv:OUT[@RULE] (a `rliv train rliv-ua` output; "
                    "user-author world); repeatable")
-    p.add_argument("--epsilon", type=float, default=0.2, help="trained SL-MGAC policies: Eq. "
+    p.add_argument("--epsilon", type=number(0, 1), default=0.2,
+                   help="trained SL-MGAC policies: Eq. "
                    "16's exploration (default 0.2)")
-    p.add_argument("--ua-epsilon", type=float, default=0.0, help="trained RLIV-UA policies: "
+    p.add_argument("--ua-epsilon", type=number(0, 1), default=0.0, help="trained RLIV-UA policies: "
                    "per-candidate exploration (default 0, as `rliv evaluate`)")
     p.add_argument("--estimators", help="comma-separated subset (default: all: ips, snips, "
                    "ncis, dm, dr, sndr, switch_dr, ncis_stepwise, ncis_trajectory, "
                    "ncis_per_decision, pdis, wpdis, dr_steps, wdr, magic, fqe)")
-    p.add_argument("--bootstrap", type=int, default=50, help="bootstrap resamples per "
+    p.add_argument("--bootstrap", type=integer(0), default=50, help="bootstrap resamples per "
                    "interval (default 50; 200 for a report)")
     p.add_argument("--no-fqe", action="store_true", help="skip FQE (the DR family then uses "
                    "the per-decision reward model)")
-    p.add_argument("--fqe-iterations", type=int, default=30, help="FQE's fitted iterations "
+    p.add_argument("--fqe-iterations", type=integer(1), default=30, help="FQE's fitted iterations "
                    "(default 30)")
-    p.add_argument("--fqe-steps", type=int, default=20, help="FQE's Adam steps per iteration "
+    p.add_argument("--fqe-steps", type=integer(1), default=20,
+                   help="FQE's Adam steps per iteration "
                    "(default 20)")
-    p.add_argument("--fqe-hidden", type=int, default=32, help="FQE's Q network hidden width, "
+    p.add_argument("--fqe-hidden", type=integer(1), default=32,
+                   help="FQE's Q network hidden width, "
                    "one layer (default 32)")
-    p.add_argument("--fqe-refits", type=int, default=0, help="FQE's bootstrap refits for its "
+    p.add_argument("--fqe-refits", type=integer(0), default=0,
+                   help="FQE's bootstrap refits for its "
                    "interval (default 0: no interval)")
     p.add_argument("--live-set", action="append", type=parse_override, metavar="FIELD=VALUE",
                    help="override a LiveWorldConfig field (repeatable)")

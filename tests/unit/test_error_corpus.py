@@ -226,6 +226,17 @@ U, D = EXIT_USAGE, EXIT_INVALID
 NAN, INF = float("nan"), float("inf")
 
 CORPUS = [
+    # ope-grade
+    case("ope-grade-seeds-0", U, "argument --seeds: must be >= 1",
+         lambda t, i: ["ope-grade", "--seeds", "0", "--out", t / "o"]),
+    case("ope-grade-unknown-world", U, "--worlds must name some of",
+         lambda t, i: ["ope-grade", "--worlds", "mars", "--out", t / "o"]),
+    case("ope-grade-gamma-above-1", U, "argument --live-gamma: must be in [0, 1]",
+         lambda t, i: ["ope-grade", "--live-gamma", "1.5", "--out", t / "o"]),
+    case("ope-grade-unknown-estimator", U, "unknown estimators ['bogus']",
+         lambda t, i: ["ope-grade", "--estimators", "bogus", "--out", t / "o"]),
+    case("ope-grade-missing-policy", D, "no such file or directory",
+         lambda t, i: ["ope-grade", "--policy", f"X={t / 'missing'}", "--out", t / "o"]),
     # generate
     case("generate-files-0", U, "argument --files: must be >= 1",
          lambda t, i: ["generate", t / "o", "--files", "0", *WORLD]),
