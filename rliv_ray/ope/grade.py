@@ -145,6 +145,15 @@ class Graded:
                                          "covered": self.covered}.items()}
 
 
+def with_extra_policies(family: dict, extra: dict | None) -> dict:
+    """The reference ``family`` plus the user's policies, whose names may not shadow one."""
+    for name, policy in (extra or {}).items():
+        if name in family:
+            raise ValueError(f"policy name '{name}' is taken by a reference policy")
+        family[name] = policy
+    return family
+
+
 def _mean(values: Sequence[float]) -> float:
     finite = [v for v in values if math.isfinite(v)]
     return float(np.mean(finite)) if finite else math.nan

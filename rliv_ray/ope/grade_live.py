@@ -47,7 +47,7 @@ from rliv_ray.data.live_samples import session_state
 from rliv_ray.data.live_world import LivePolicy, simulate_live_users
 from rliv_ray.data.ua_truth import discounted_returns
 from rliv_ray.ope.evaluate import TRUTH_STREAM, true_value_runs
-from rliv_ray.ope.grade import Graded
+from rliv_ray.ope.grade import Graded, with_extra_policies
 from rliv_ray.ope.grade_suite import DecisionLog, SuiteSettings, ridge_cross_fit, run_suite
 
 __all__ = ["LiveGradeSettings", "LiveMixture", "grade_live_seed", "live_family"]
@@ -106,11 +106,7 @@ def live_family(config: LiveWorldConfig, mix: tuple[float, ...] = (0.25, 0.5, 0.
         family[mixture_label("logging", "oracle", rate)] = LiveMixture((log, oracle),
                                                                       (1 - rate, rate))
     family[mixture_label("logging", "always", 0.5)] = LiveMixture((log, always), (0.5, 0.5))
-    for name, policy in (extra or {}).items():
-        if name in family:
-            raise ValueError(f"policy name '{name}' is taken by a reference policy")
-        family[name] = policy
-    return family
+    return with_extra_policies(family, extra)
 
 
 @dataclass(frozen=True)

@@ -69,7 +69,7 @@ from rliv_ray.data.ua_world import simulate_users
 from rliv_ray.evaluation.policies import ScoringPolicy
 from rliv_ray.evaluation.world import EVAL_STREAM
 from rliv_ray.grouping import group_starts
-from rliv_ray.ope.grade import Graded
+from rliv_ray.ope.grade import Graded, with_extra_policies
 from rliv_ray.ope.grade_suite import DecisionLog, SuiteSettings, ridge_cross_fit, run_suite
 
 __all__ = ["AS_LOGGED", "UAGradeSettings", "UAMixture", "candidate_distribution",
@@ -184,11 +184,7 @@ def ua_family(config: UAWorldConfig, mix: tuple[float, ...] = (0.25, 0.5, 0.75),
         family[f"Logging+Greedy {rate:.0%}"] = UAMixture((log, refs["Greedy"]),
                                                          (1 - rate, rate), grid)
     family["Logging+Oracle 50%"] = UAMixture((log, refs["Oracle"]), (0.5, 0.5), grid)
-    for name, policy in (extra or {}).items():
-        if name in family:
-            raise ValueError(f"policy name '{name}' is taken by a reference policy")
-        family[name] = policy
-    return family
+    return with_extra_policies(family, extra)
 
 
 @dataclass(frozen=True)

@@ -89,9 +89,7 @@ def test_printed_tables_name_both_worlds(tmp_path, capsys, one_thread):
     (["--worlds", "mars"], "--worlds must name some of live, rliv-ua"),
     (["--mix", "1.5"], "--mix rates must lie in (0, 1)"),
     (["--estimators", "ips,oracle"], "unknown estimators ['oracle']"),
-    (["--seeds", "0"], "--seeds must be >= 1"),
     (["--policy", "noequals"], "--policy expects NAME=SPEC"),
-    (["--policy", "X=/no/such/run"], "no such file or directory"),
     (["--worlds", "live", "--policy", "X=rliv:/no/scorer"], "which --worlds leaves out"),
     (["--ua-set", "exposures_per_request=2"], "exposures_per_request = 1"),
 ])
@@ -99,6 +97,12 @@ def test_bad_arguments_are_one_line_and_exit_2(capsys, argv, words):
     code, _, err = run(capsys, *TINY, *argv)
     assert code == EXIT_USAGE
     assert words in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_missing_policy_is_invalid_data(capsys):
+    code, _, err = run(capsys, *TINY, "--policy", "X=/no/such/run")
+    assert code == EXIT_INVALID
+    assert "no such file or directory" in err and len(err.strip().splitlines()) == 1
 
 
 def test_a_crafted_policy_file_is_invalid_data(tmp_path, capsys):
