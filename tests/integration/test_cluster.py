@@ -216,7 +216,7 @@ def jobs(cluster, listeners, tmp_path_factory):
         "validate": submit(cluster, "validate", "logs",
                            options=["--runtime-env", base / "runtime_env.yaml"]),
         "bad": submit(cluster, "train", "rliv-ua", shards, "--out", base / "bad",
-                      "--iterations", "0"),
+                      "--set", "no_such_field=1"),  # passes the parser, fails in the job
     }
     runs = {name: start_rliv(args, cluster, listeners, base / f"{name}.log")
             for name, args in commands.items()}
