@@ -76,6 +76,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from peer_d3rlpy_worker import checksum, reward_sum  # beside this file: numpy and pyarrow only
 
+from rliv_ray.algorithms.common import memory
+
 HERE = Path(__file__).resolve().parent
 WORKER = HERE / "peer_d3rlpy_worker.py"
 PEER_PYTHON = str(HERE.parent / ".venv-peer" / "bin" / "python")
@@ -126,10 +128,20 @@ def project_curve(lines: list[dict]) -> list[dict]:
     return points
 
 
-def peer_run(peer_python: str, spec: dict, reference: dict) -> dict:
+def peer_env(reuse_freed_memory: bool) -> dict[str, str]:
+    """The d3rlpy worker's environment: with ``reuse_freed_memory``, glibc's malloc gets the
+    thresholds the project's learners set in-process (``common/memory.py``), as variables."""
+    if not reuse_freed_memory:
+        return dict(os.environ)
+    return {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(memory.MMAP_THRESHOLD),
+            "MALLOC_TRIM_THRESHOLD_": str(memory.TRIM_THRESHOLD),
+            "MALLOC_TOP_PAD_": str(memory.TOP_PAD)}
+
+
+def peer_run(peer_python: str, spec: dict, reference: dict, env: dict[str, str]) -> dict:
     """One d3rlpy run in the peer venv; checks that it trained on exactly the shard rows."""
     done = subprocess.run([peer_python, str(WORKER), json.dumps(spec)], capture_output=True,
-                          text=True, check=False)
+                          text=True, check=False, env=env)
     lines = [x for x in done.stdout.splitlines() if x.startswith("{")]
     if done.returncode != 0 or not lines:
         raise RuntimeError(f"d3rlpy worker ({spec['algo']}) failed with code "
@@ -265,7 +277,7 @@ def throughput_rounds(args, base: dict, reference: dict, began: float):
             walls.append(time.perf_counter() - started)
             peer = peer_run(args.peer_python, {**base, "algo": algo, "mode": "throughput",
                                                "warmup": args.updates, "steps": timed},
-                            reference)
+                            reference, peer_env(args.peer_reuse_freed_memory))
             rates[algo].append(peer["throughput"]["rows_per_s"])
         walls.append(time.perf_counter() - started)
         runs = zip(rates.items(), np.diff([0.0, *walls]), strict=True)
@@ -282,7 +294,7 @@ def convergence_runs(args, base: dict, reference: dict) -> dict[str, list[dict]]
     for algo in PEERS:
         curves[algo] = peer_run(args.peer_python, {**base, "algo": algo, "mode": "curve",
                                                    "steps": iterations * args.updates},
-                                reference)["curve"]
+                                reference, peer_env(args.peer_reuse_freed_memory))["curve"]
     log("convergence curves done")
     return curves
 
@@ -304,7 +316,8 @@ def summarize(args, base: dict, rates: dict, curves: dict, peer: dict) -> dict:
         "settings": {**settings, "repeats": args.repeats, "updates": args.updates,
                      "iterations": args.iterations, "timed_updates": (args.iterations - 1)
                      * args.updates, "curve_updates": args.curve_updates,
-                     "window": args.window, "tolerance": args.tolerance, "tail": args.tail},
+                     "window": args.window, "tolerance": args.tolerance, "tail": args.tail,
+                     "peer_reuse_freed_memory": args.peer_reuse_freed_memory},
         "torch_threads": {"project": torch.get_num_threads(), "d3rlpy": peer["torch_threads"]},
         "versions": {"python": sys.version.split()[0], "ray": ray.__version__,
                      "torch": torch.__version__,
@@ -340,6 +353,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--peer-python", default=PEER_PYTHON)
     parser.add_argument("--markdown", help="also write the summary as Markdown here")
+    parser.add_argument("--peer-reuse-freed-memory", action="store_true",
+                        help="give d3rlpy the malloc thresholds the project's learners set "
+                             "(common/memory.py) through MALLOC_* variables")
     args = parser.parse_args()
     if args.repeats < 1 or args.iterations < 2 or args.updates < 1:
         parser.error("--repeats >= 1, --iterations >= 2 and --updates >= 1 are required")

@@ -37,6 +37,7 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from rliv_ray.algorithms.common.memory import reuse_freed_memory
 from rliv_ray.algorithms.common.targets import polyak_update
 from rliv_ray.algorithms.rliv_ua.config import RLIVUAConfig
 from rliv_ray.algorithms.rliv_ua.module import network_spec
@@ -168,7 +169,12 @@ def main() -> None:
     parser.add_argument("--rllib", action="store_true", help="also run the RLlib loop")
     parser.add_argument("--iterations", type=int, default=6)
     parser.add_argument("--num-learners", type=int, default=0)
+    parser.add_argument("--malloc-defaults", action="store_true",
+                        help="keep glibc's malloc settings (the learners call "
+                             "memory.reuse_freed_memory; this measures the loop without it)")
     args = parser.parse_args()
+    if not args.malloc_defaults:
+        reuse_freed_memory()
     if args.threads:
         torch.set_num_threads(args.threads)
     batch_size = RLIVUAConfig().train_batch_size_per_learner

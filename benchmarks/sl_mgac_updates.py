@@ -48,6 +48,7 @@ from torch.nn import functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from rliv_ray import schema as S
+from rliv_ray.algorithms.common.memory import reuse_freed_memory
 from rliv_ray.algorithms.common.targets import polyak_update
 from rliv_ray.algorithms.sl_mgac.network import SLMGACNetwork, SLMGACSpec
 from rliv_ray.algorithms.sl_mgac.objective import DONE, SLMGACSettings, sl_mgac_loss
@@ -248,7 +249,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     parser.add_argument("--profile", action="store_true", help="print the op table only")
     parser.add_argument("--rows", type=int, default=15, help="rows of the profile table")
+    parser.add_argument("--malloc-defaults", action="store_true",
+                        help="keep glibc's malloc settings (the learners call "
+                             "memory.reuse_freed_memory; this measures the loop without it)")
     args = parser.parse_args()
+    if not args.malloc_defaults:
+        reuse_freed_memory()
     if args.threads:
         torch.set_num_threads(args.threads)
     spec, settings = SLMGACSpec(USER_DIM, LIVE_DIM), SLMGACSettings()

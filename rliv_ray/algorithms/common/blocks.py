@@ -82,5 +82,5 @@ class BatchedMLP(nn.Module):
         for i, layer in enumerate(self.layers):
             x = layer(x, heads)
             if i < len(self.layers) - 1:
-                x = torch.relu(x)
+                x = torch.relu_(x)  # x is the layer's own fresh output
         return x

@@ -28,6 +28,7 @@ from ray.rllib.utils.metrics import (
     TIMERS,
 )
 
+from rliv_ray.algorithms.common.memory import reuse_freed_memory
 from rliv_ray.algorithms.common.targets import polyak_update
 
 TARGET_UPDATES = "target_updates"
@@ -91,6 +92,7 @@ class TargetUpdatingLearner(TorchLearner):
     """
 
     def build(self) -> None:
+        reuse_freed_memory()  # every update frees and reallocates the same activations
         super().build()
         self.updates = 0
 
