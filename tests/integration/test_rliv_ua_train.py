@@ -62,8 +62,8 @@ def test_resume_gives_the_same_parameters_as_one_run(ray4, shards, tmp_path, cap
 
     first, second = parameters(whole["checkpoint"]), parameters(report["checkpoint"])
     assert first.keys() == second.keys() and any(k.startswith("target.") for k in first)
-    for key in first:
-        torch.testing.assert_close(first[key], second[key], rtol=1e-5, atol=1e-6, msg=key)
+    for key in first:  # to the bit (tests/integration/test_determinism.py: several batches)
+        assert torch.equal(first[key], second[key]), key
     initial = parameters(tmp_path / "split" / "checkpoints" / "iter_000002")
     assert not torch.equal(initial["net.dense.weight"], first["net.dense.weight"])
 
@@ -161,7 +161,8 @@ def test_a_diverging_loss_stops_training(ray4, shards, tmp_path):
     run = settings(4, training={"lr": 1e30})
     run = TrainSettings(**{**run.__dict__, "loop": LoopSettings(iterations=4, checkpoint_every=1,
                                                                 progress=False)})
-    with pytest.raises(TrainingDiverged, match=r"is (nan|inf) at iteration (\d); stopped") as err:
+    with pytest.raises(TrainingDiverged, match=r"at iteration (\d), update \d+: the \w+ loss of "
+                       r"tower \w+ is (nan|inf)\b.*; stopped") as err:
         train_rliv_ua(shards, tmp_path / "out", run)
     diverged = int(re.search(r"at iteration (\d)", str(err.value)).group(1))
     good = latest_checkpoint(tmp_path / "out")
