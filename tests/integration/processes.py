@@ -113,12 +113,15 @@ def metrics_lines(out: Path) -> list[dict]:
     return lines
 
 
-def parameters(out: Path) -> dict[str, torch.Tensor]:
-    """The module weights of OUT's latest checkpoint (read as `--resume` reads them)."""
+def parameters(path: Path) -> dict[str, torch.Tensor]:
+    """The module weights of a checkpoint, or of OUT's latest one (read as `--resume` reads
+    them)."""
     from rliv_ray.algorithms.common.checkpoint import load_module
     from rliv_ray.train_loop import latest_checkpoint
 
-    return dict(load_module(latest_checkpoint(out).checkpoint).state_dict())
+    path = Path(path)
+    checkpoint = latest_checkpoint(path).checkpoint if (path / "checkpoints").is_dir() else path
+    return {k: v.clone() for k, v in load_module(checkpoint).state_dict().items()}
 
 
 def assert_same_parameters(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:

@@ -253,3 +253,28 @@ def test_stop_signals_restore_the_handlers_they_replaced():
     with StopSignals() as stop:
         assert all(signal.getsignal(s) == stop._handle for s in StopSignals.SIGNALS)
     assert {s: signal.getsignal(s) for s in StopSignals.SIGNALS} == before
+
+
+def test_a_new_run_stopped_before_its_first_checkpoint_leaves_nothing(tmp_path):
+    """Issue 17 s3: a failed or interrupted new run leaves no OUT (the same command can simply
+    be run again), and the OUT that --overwrite moved aside is put back; once a checkpoint is
+    written, OUT is kept for --resume. Ctrl-C exits 130."""
+    from rliv_ray.algorithms.common.driver import training_out
+
+    samples, out = tmp_path / "samples", tmp_path / "out"
+    samples.mkdir()
+    out.mkdir()
+    (out / "old.txt").write_text("the previous run")
+    with pytest.raises(KeyboardInterrupt) as err, training_out(out, samples, resume=False,
+                                                                overwrite=True) as start:
+        assert start is None and not (out / "old.txt").exists()
+        (out / "training_fields.json").write_text("{}")
+        raise KeyboardInterrupt
+    assert interrupted(err.value) == (130, "interrupted (SIGINT); no partial output was kept")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "samples"]
+    assert [p.name for p in out.iterdir()] == ["old.txt"]
+
+    with pytest.raises(TrainingDiverged), training_out(out, samples, resume=False,
+                                                       overwrite=True):
+        run(FakeAlgo([1.0, 0.9, math.nan]), out, 3)
+    assert latest_checkpoint(out).iteration == 2  # kept: what --resume continues
