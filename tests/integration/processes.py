@@ -50,10 +50,6 @@ class Command:
             assert time.monotonic() < deadline, f"no {what} within {timeout:g}s"
             time.sleep(0.05)
 
-    def interrupt(self) -> None:
-        """Ctrl-C in a terminal: SIGINT to the whole foreground process group."""
-        os.killpg(self.pid, signal.SIGINT)
-
     def signal(self, signum: int) -> None:
         os.kill(self.pid, signum)
 

@@ -278,3 +278,16 @@ def test_a_new_run_stopped_before_its_first_checkpoint_leaves_nothing(tmp_path):
                                                        overwrite=True):
         run(FakeAlgo([1.0, 0.9, math.nan]), out, 3)
     assert latest_checkpoint(out).iteration == 2  # kept: what --resume continues
+
+
+def test_the_data_fingerprint_tells_changed_shards_apart(tmp_path):
+    """A resumed run moves its reader on only over the data its checkpoint was trained on."""
+    from rliv_ray.algorithms.common.checkpoint import data_fingerprint
+
+    shard = tmp_path / "part-00000.parquet"
+    shard.write_bytes(b"x" * 5000)
+    first = data_fingerprint([shard])
+    assert data_fingerprint([str(shard)]) == first
+    shard.write_bytes(b"x" * 4999 + b"y")  # another footer
+    assert data_fingerprint([shard]) != first
+    assert data_fingerprint(["s3://b/a.parquet"]) != data_fingerprint(["s3://b/c.parquet"])
