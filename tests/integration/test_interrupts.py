@@ -25,7 +25,7 @@ from tests.integration.processes import (
 from tests.sampleshards import write_shards
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
-ITERATIONS = 16
+ITERATIONS = 10
 KEPT = re.compile(r"rliv train: interrupted \(SIGTERM\); kept the checkpoint of iteration (\d+) "
                   r"\((.+)\): run the same command with --resume to continue")
 
@@ -36,9 +36,9 @@ def shards(tmp_path_factory):
 
 
 def train_args(samples, out, *extra):
-    """Many short iterations, a checkpoint every 5: the interrupt's checkpoint is its own."""
+    """Many short iterations, a checkpoint every 4: the interrupt's checkpoint is its own."""
     return ["train", "rliv-ua", str(samples), "--out", str(out), "--iterations", str(ITERATIONS),
-            "--updates-per-iteration", "2", "--checkpoint-every", "5", "--quiet",
+            "--updates-per-iteration", "2", "--checkpoint-every", "4", "--quiet",
             "--set", "train_batch_size_per_learner=128", "--set", "id_buckets=1024", *extra]
 
 

@@ -6,8 +6,9 @@ at least 4 logical CPUs, so ``num_learners`` 0, 1 and 2 all fit on 2 cores.
 
 Determinism: Ray Data keeps the shards' order (``preserve_order``), RLlib seeds torch, NumPy
 and ``random`` from ``--seed`` in every learner, and nothing shuffles; so with ``num_learners``
-0 or 1 the same seed and data give the same parameters, to the bit, and a resumed run the
-parameters of the uninterrupted one (:mod:`rliv_ray.algorithms.common.checkpoint`).
+0 the same seed and data give the same parameters, to the bit, and a resumed run the
+parameters of the uninterrupted one (:mod:`rliv_ray.algorithms.common.checkpoint`; tested for
+both algorithms; one remote learner reads the same way, but is not tested for it).
 
 Faults: SIGINT and SIGTERM stop training cleanly (:class:`~rliv_ray.interrupts.StopSignals`):
 the algorithm, its data iterators and Ray are shut down in order, whatever stopped the run.
