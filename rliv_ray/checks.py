@@ -13,6 +13,9 @@ two exit statuses:
   input, lies under a file), a tracking URI that cannot be used, a cluster that cannot be
   reached or has too few CPUs (:class:`CLIError` and ``OutputError``, ``ClusterUnreachable``).
 
+A command stopped by Ctrl-C (SIGINT) or SIGTERM exits 128 + the signal, 130 or 143, as a shell
+reports a process the signal ended, with one line saying what was kept (:func:`interrupted`).
+
 The checks run in this order, so that a bad run fails in a second and leaves nothing:
 arguments (argparse types below, then :func:`preflight`: tracking URI, OUT location, cluster
 address), then the input data (each reader validates what it reads), then cluster resources,
@@ -216,6 +219,18 @@ def classify(err: BaseException) -> tuple[int, str] | None:
             return found
         link = link.__cause__ or link.__context__
     return None
+
+
+def interrupted(err: KeyboardInterrupt) -> tuple[int, str]:
+    """(exit status, message) of a command stopped by SIGINT or SIGTERM: 128 + the signal, and
+    what training kept (:class:`~rliv_ray.interrupts.TrainingInterrupted`'s own message) or
+    that no partial output was kept."""
+    from rliv_ray.interrupts import TrainingInterrupted, signal_of
+
+    signum = signal_of(err)
+    if isinstance(err, TrainingInterrupted):
+        return 128 + signum, one_line(str(err))
+    return 128 + signum, f"interrupted ({signum.name}); no partial output was kept"
 
 
 def _invalid_types() -> tuple[type, ...]:

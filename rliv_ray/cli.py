@@ -396,15 +396,18 @@ def main(argv: list[str] | None = None) -> int:
     says which status it gets); arguments and the environment are checked before any work."""
     import os
 
-    from rliv_ray.checks import DEBUG_ENV, EXIT_BUG, classify, one_line, preflight
+    from rliv_ray.checks import DEBUG_ENV, EXIT_BUG, classify, interrupted, one_line, preflight
+    from rliv_ray.interrupts import sigterm_as_interrupt
 
     args = build_parser().parse_args(argv)
     try:
-        preflight(args)  # tracking URI, OUT's location, cluster address: before any work
-        return args.func(args)
-    except KeyboardInterrupt:
-        print(f"rliv {args.command}: interrupted; no partial output was kept", file=sys.stderr)
-        return 130
+        with sigterm_as_interrupt():  # SIGTERM cleans up as Ctrl-C does
+            preflight(args)  # tracking URI, OUT's location, cluster address: before any work
+            return args.func(args)
+    except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: 130 or 143
+        code, message = interrupted(err)
+        print(f"rliv {args.command}: {message}", file=sys.stderr)
+        return code
     except Exception as err:  # noqa: BLE001 - every error becomes one line
         known = classify(err)
         if known is None and os.environ.get(DEBUG_ENV):

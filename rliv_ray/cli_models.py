@@ -232,7 +232,14 @@ def cmd_train(args: argparse.Namespace) -> int:
             address=args.address, seed=args.seed, materialize=not args.stream,
             training={**preset, **dict(args.set or [])})
 
-    report = args.train(args, settings_for)
+    try:
+        report = args.train(args, settings_for)
+    except KeyboardInterrupt as err:  # outside the iterations: say what OUT still holds
+        from rliv_ray.interrupts import TrainingInterrupted
+
+        if isinstance(err, TrainingInterrupted):
+            raise
+        raise _interrupted_outside_the_loop(args.out, err) from None
     metrics = report["metrics"]
     summary = {"iterations": report["iteration"], "updates": report["updates"],
                "loss": metrics.get("loss/total"), "checkpoint": report["checkpoint"],
@@ -244,6 +251,21 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"note: {name} not estimated: {why}", file=sys.stderr)
     print(json.dumps(summary, indent=2))
     return 0
+
+
+def _interrupted_outside_the_loop(out: str, err: KeyboardInterrupt):
+    """The TrainingInterrupted of an interrupt before the iterations (reading the data,
+    starting Ray): the checkpoint a resumed OUT still has, or none (a new run's OUT is removed:
+    :func:`rliv_ray.algorithms.common.driver.training_out`)."""
+    from rliv_ray.interrupts import TrainingInterrupted, signal_of
+    from rliv_ray.train_loop import latest_checkpoint
+
+    try:
+        good = latest_checkpoint(out)
+    except (OSError, ValueError):
+        good = None
+    return TrainingInterrupted(signal_of(err), good.checkpoint if good else None,
+                               good.iteration if good else None)
 
 
 def cmd_rerank(args: argparse.Namespace) -> int:

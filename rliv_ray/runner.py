@@ -11,10 +11,13 @@ small machines).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
-from collections.abc import Callable
+import signal
+import threading
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -60,14 +63,20 @@ def start_ray(*, address: str | None, num_cpus: int, progress: bool) -> bool:
     """Join ``address`` (or ``$RAY_ADDRESS``) or start a private local Ray with ``num_cpus``
     logical CPUs; nothing if Ray is already up. True when this call started or joined Ray.
     An address where nothing answers raises :class:`~rliv_ray.ray_address.ClusterUnreachable`
-    at once (``ray.init`` would retry for minutes)."""
+    at once (``ray.init`` would retry for minutes).
+
+    Signals: the command's SIGTERM handler stays in place while Ray starts (``ray.init`` would
+    put its own, ``sys.exit``, and its core worker a C++ one that dumps a stack and aborts with
+    status 134). A start cut short (Ctrl-C, SIGTERM) shuts down what it had started."""
     import ray
+    from ray._private import ray_constants
 
     from rliv_ray.ray_logs import drop_unactionable_lines
 
     if ray.is_initialized():
         return False
     drop_unactionable_lines()
+    ray_constants.RAY_DISABLE_FAILURE_SIGNAL_HANDLER = True  # this process only, not workers
     quiet = {"log_to_driver": False, "logging_level": logging.INFO if progress
              else logging.WARNING}
     address = address or os.environ.get("RAY_ADDRESS")  # set inside `ray job submit`
@@ -76,13 +85,15 @@ def start_ray(*, address: str | None, num_cpus: int, progress: bool) -> bool:
 
         check_ray_address(address)
         try:
-            ray.init(address=address, **quiet)
+            with _starting():
+                ray.init(address=address, **quiet)
         except ConnectionError as err:  # e.g. `auto` with no cluster running
             raise ClusterUnreachable(str(err).strip().splitlines()[0]) from None
     else:  # "local": a new Ray of our own, never a cluster that happens to be running
         loopback_only()
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
-                 _node_ip_address=LOOPBACK, **quiet)
+        with _starting():
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
+                     _node_ip_address=LOOPBACK, **quiet)
     return True
 
 
@@ -102,6 +113,33 @@ def loopback_only() -> None:
 
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     ray_constants.ENABLE_RAY_CLUSTER = False
+
+
+@contextlib.contextmanager
+def _starting() -> Iterator[None]:
+    """``ray.init`` with the command's SIGTERM handler kept, and shut down if cut short."""
+    import psutil
+    import ray
+    from ray._private import utils
+
+    ours = (threading.current_thread() is threading.main_thread()
+            and callable(signal.getsignal(signal.SIGTERM)))
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    installer = utils.set_sigterm_handler
+    if ours:
+        utils.set_sigterm_handler = lambda handler: None
+    try:
+        yield
+    except BaseException:
+        started = [p for p in psutil.Process().children(recursive=True) if p.pid not in before]
+        ray.shutdown()
+        _, alive = psutil.wait_procs(started, timeout=5)
+        for process in alive:  # a raylet stopped half-way leaves its agents running
+            with contextlib.suppress(psutil.Error):
+                process.kill()
+        raise
+    finally:
+        utils.set_sigterm_handler = installer
 
 
 class RayRunner:

@@ -6,10 +6,22 @@
     OUT/checkpoints/latest           the name of the newest good checkpoint
     OUT/metrics.jsonl                one line of metrics per iteration
 
-Every iteration's loss is checked: a NaN or infinite loss stops training with
-:class:`TrainingDiverged`, and no checkpoint is written after it, so ``latest`` stays the last
-good one. A checkpoint is written into ``iter_NNNNNN.tmp-<pid>`` and renamed when complete, so
-``latest`` never names a partial one.
+Every loss is checked: a NaN or infinite loss stops training with :class:`TrainingDiverged`,
+whose one line names the loss term (and tower) that went first, and no checkpoint is written
+after it, so ``latest`` stays the last good one. The learners check every update
+(:class:`LossNotFinite`); the loop checks every iteration's metrics too. A checkpoint is
+written into ``iter_NNNNNN.tmp-<pid>`` and renamed when complete, so ``latest`` never names a
+partial one.
+
+Interrupts (:class:`StopSignals`): the first SIGINT or SIGTERM during the iterations lets the
+current iteration finish, writes its checkpoint and raises :class:`TrainingInterrupted`; a
+second one stops at once (at the next update) and keeps the last checkpoint written. A signal
+while Ray starts or the algorithm is built stops the run as soon as that step is over (a Ray
+cut short half-way leaves processes behind); a second one stops it at once.
+
+Resuming (``start``) first makes OUT exactly what the checkpoint continues: ``metrics.jsonl``
+loses the lines of iterations after it (a run killed with SIGKILL wrote them) and checkpoint
+folders that were never completed are removed.
 """
 
 from __future__ import annotations
@@ -17,6 +29,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import sys
 import time
@@ -25,7 +38,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rliv_ray.interrupts import Abort, StopSignals, TrainingInterrupted
 from rliv_ray.tracking import NoOpTracker, Tracker
+
+__all__ = ["Abort", "StopSignals", "TrainingInterrupted"]  # re-exported: the loop raises them
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
@@ -38,6 +54,13 @@ METRICS_FILE = "metrics.jsonl"
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the message names the last good checkpoint."""
+
+
+class LossNotFinite(FloatingPointError):
+    """Raised by a learner at the first update whose loss terms are not all finite; the
+    message (one line) names the update and the terms, e.g. ``update 57: the td loss of
+    tower gift is inf (also not finite: loss/total)``; :func:`run_iterations` turns it into
+    :class:`TrainingDiverged`."""
 
 
 @dataclass(frozen=True)
@@ -92,48 +115,136 @@ def learner_metrics(result: dict[str, Any], module_id: str = "default_policy") -
             if k.startswith(("loss/", "q/", "td/", "pi/", "reward"))}
 
 
+def describe_term(key: str) -> str:
+    """``loss/td/gift`` -> ``td loss of tower gift``; ``loss/critic`` -> ``critic loss``."""
+    parts = key.split("/")[1:] if key.startswith("loss/") else [key]
+    if len(parts) == 2:
+        return f"{parts[0]} loss of tower {parts[1]}"
+    return f"{parts[0]} loss" if parts else key
+
+
+def nonfinite_terms(metrics: dict[str, float]) -> str | None:
+    """None if every loss term of ``metrics`` is finite, else one phrase naming the first
+    non-finite term (the total only when it alone is not finite) and its value, then the
+    others, e.g. ``the td loss of tower gift is inf (also not finite: loss/total)``."""
+    bad = [k for k, v in metrics.items() if k.startswith("loss/") and not math.isfinite(v)]
+    if not bad:
+        return None
+    terms = [k for k in bad if k != "loss/total"] or bad
+    first = terms[0]
+    others = [k for k in bad if k != first]
+    return (f"the {describe_term(first)} is {metrics[first]}"
+            + (f" (also not finite: {', '.join(others)})" if others else ""))
+
+
+def check_loss_terms(metrics: dict[str, float], update: int) -> None:
+    """Raise :class:`LossNotFinite` if a loss term of one update is NaN or infinite."""
+    problem = nonfinite_terms(metrics)
+    if problem is not None:
+        raise LossNotFinite(f"update {update}: {problem}")
+
+
+def _loss_not_finite(err: BaseException) -> str | None:
+    """The message of a LossNotFinite raised by a learner, wrapped by RLlib or Ray or not."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, LossNotFinite):
+            return str(err).strip().splitlines()[-1]
+        found = re.search(rf"{LossNotFinite.__name__}: (.+)", str(err))
+        if found:
+            return found.group(1).strip()
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def _diverged(out: Path, iteration: int, problem: str) -> TrainingDiverged:
+    good = latest_checkpoint(out)
+    return TrainingDiverged(
+        f"training diverged at iteration {iteration}{problem}; stopped. Last good "
+        f"checkpoint: {good.checkpoint if good else 'none (no checkpoint was written yet)'}. "
+        "Try a lower learning rate, or check the shards for extreme values.")
+
+
+def prepare_resume(out: Path, start: Resumed) -> None:
+    """Make OUT what ``start`` continues: drop the metrics of later iterations (and a line cut
+    short) from ``metrics.jsonl``, and remove unfinished checkpoint folders (``*.tmp-*``) and
+    checkpoints after ``start`` that ``latest`` never named."""
+    metrics = out / METRICS_FILE
+    if metrics.exists():
+        kept = []
+        for line in metrics.read_text().splitlines():
+            try:
+                if int(json.loads(line)["iteration"]) <= start.iteration:
+                    kept.append(line)
+            except (ValueError, KeyError, TypeError):
+                continue  # cut short by a kill
+        tmp = metrics.with_name(f"{METRICS_FILE}.tmp-{os.getpid()}")
+        tmp.write_text("".join(f"{line}\n" for line in kept))
+        tmp.replace(metrics)
+    folder = out / CHECKPOINTS
+    for path in folder.glob("iter_*"):
+        number = re.fullmatch(r"iter_(\d+)", path.name)
+        if ".tmp-" in path.name or (number and int(number.group(1)) > start.iteration):
+            shutil.rmtree(path, ignore_errors=True)
+    (folder / f"{LATEST}.tmp").unlink(missing_ok=True)
+
+
 def run_iterations(algo, out: str | Path, settings: LoopSettings, *, updates_per_iteration: int,
                    rows_per_update: int, save_state: SaveState, start: Resumed | None = None,
                    tracker: Tracker | None = None,
                    on_checkpoint: Callable[[Path, int, dict], None] | None = None,
-                   evaluate: Callable[[Path, int], dict[str, float]] | None = None
-                   ) -> dict[str, Any]:
+                   evaluate: Callable[[Path, int], dict[str, float]] | None = None,
+                   stop: StopSignals | None = None) -> dict[str, Any]:
     """Train ``algo`` up to ``settings.iterations``; return the last metrics and the timing.
 
     ``evaluate(checkpoint, iteration)`` is called after every checkpoint is written and its
     metrics (off-policy estimates of the policy) join that iteration's: its line of
     ``metrics.jsonl``, its MLflow step and the returned ``evaluation``.
     ``on_checkpoint(checkpoint, iteration, metrics)`` is called after that line is written (a
-    sweep's trial evaluates and reports the policy there)."""
+    sweep's trial evaluates and reports the policy there). With ``stop`` (armed here), a signal
+    stops the loop after the current iteration, which is checkpointed:
+    :class:`TrainingInterrupted`."""
     out = Path(out)
     tracker = tracker or NoOpTracker()
     (out / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
+    if start is not None:
+        prepare_resume(out, start)
     iteration = start.iteration if start else 0
     updates = start.updates if start else 0
     metrics: dict[str, float] = {}
     evaluation: dict[str, float] = {}
     seconds = 0.0
+    if stop is not None:
+        if stop.requested:  # a signal while the run was starting
+            raise Abort(stop.signum)
+        stop.armed = True
     while iteration < settings.iterations:
         began = time.perf_counter()
-        result = algo.train()
+        try:
+            result = algo.train()
+        except Exception as err:
+            problem = _loss_not_finite(err)
+            if problem is None:
+                raise
+            raise _diverged(out, iteration + 1, f", {problem}") from None
         took = time.perf_counter() - began
         seconds += took
         iteration += 1
         updates += updates_per_iteration
         metrics = learner_metrics(result)
-        loss = metrics.get(settings.loss_key, math.nan)
-        if not math.isfinite(loss):
-            good = latest_checkpoint(out)
-            raise TrainingDiverged(
-                f"training loss ({settings.loss_key}) is {loss} at iteration {iteration}; "
-                f"stopped. Last good checkpoint: "
-                f"{good.checkpoint if good else 'none (no checkpoint was written yet)'}. "
-                "Try a lower learning rate, or check the shards for extreme values.")
+        problem = nonfinite_terms(metrics)
+        if problem is None and not math.isfinite(metrics.get(settings.loss_key, math.nan)):
+            problem = f"{settings.loss_key} is {metrics.get(settings.loss_key, math.nan)}"
+        if problem is not None:
+            raise _diverged(out, iteration, f": {problem}")
         metrics["time/iteration_s"] = took
         metrics["time/updates_per_s"] = updates_per_iteration / took
         metrics["time/rows_per_s"] = updates_per_iteration * rows_per_update / took
+        stopping = stop is not None and stop.requested
         checkpoint, extra = None, {}
-        if iteration % settings.checkpoint_every == 0 or iteration == settings.iterations:
+        if (iteration % settings.checkpoint_every == 0 or iteration == settings.iterations
+                or stopping):
             checkpoint = save_checkpoint(algo, out, iteration, updates, metrics, save_state)
             if evaluate is not None:
                 extra = evaluation = evaluate(checkpoint, iteration) or {}
@@ -146,6 +257,8 @@ def run_iterations(algo, out: str | Path, settings: LoopSettings, *, updates_per
             _show(iteration, settings.iterations, metrics)
         if checkpoint is not None and on_checkpoint is not None:
             on_checkpoint(checkpoint, iteration, metrics)
+        if stopping and iteration < settings.iterations:
+            raise TrainingInterrupted(stop.signum, checkpoint, iteration)
     return {"iteration": iteration, "updates": updates, "seconds": seconds, "metrics": metrics,
             "evaluation": evaluation}
 

@@ -11,6 +11,7 @@ from rliv_ray.algorithms.sl_mgac.objective import inject_probability
 from rliv_ray.algorithms.sl_mgac.train import load_policy
 from rliv_ray.cli import main
 from rliv_ray.offline.live_prelearner import live_batch_to_arrays
+from tests.integration.processes import assert_same_parameters, parameters
 
 pytestmark = pytest.mark.ray
 
@@ -32,9 +33,14 @@ def train(samples, out, *extra):
 
 
 def test_train_resume_and_the_saved_policy(ray4, samples, tmp_path, capsys):
-    out = tmp_path / "run"
+    """Also issue 17 s4, to the bit with ``num_learners=0``: the same seed and data give the
+    same parameters after 6 updates, and the resumed run ends with those of one run."""
+    out, whole = tmp_path / "run", tmp_path / "whole"
+    assert train(samples, whole, "--variant", "w/o MG", "--iterations", "3") == 0
     assert train(samples, out, "--variant", "w/o MG") == 0
+    assert_same_parameters(parameters(whole / "checkpoints" / "iter_000002"), parameters(out))
     assert train(samples, out, "--iterations", "3", "--resume") == 0
+    assert_same_parameters(parameters(whole), parameters(out))
     report = json.loads((out / "train.json").read_text())
     assert report["iteration"] == 3 and report["resumed_from"].endswith("iter_000002")
     assert report["config"]["multi_group"] is False and report["groups"] == 3

@@ -71,6 +71,23 @@ def test_interrupted_generate_leaves_nothing(tmp_path, monkeypatch, capsys):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_sigterm_cleans_up_as_ctrl_c_and_exits_143(tmp_path, monkeypatch, capsys):
+    """A scheduler's SIGTERM (issue 17 s3): the same clean-up and one line, exit 128 + 15."""
+    import os
+    import signal
+
+    def terminate(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    before = signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr(ua_generate, "bucket_tables", terminate)
+    assert main(["generate", str(tmp_path / "w"), *WORLD]) == 143
+    assert capsys.readouterr().err == ("rliv generate: interrupted (SIGTERM); no partial output "
+                                       "was kept\n")
+    assert list(tmp_path.iterdir()) == []
+    assert signal.getsignal(signal.SIGTERM) == before  # the handler is put back
+
+
 def _corrupt(table: pa.Table, column: str, values) -> pa.Table:
     index = table.schema.get_field_index(column)
     return table.set_column(index, pa.field(column, values.type), values)

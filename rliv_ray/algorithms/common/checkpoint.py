@@ -9,13 +9,16 @@
         rng        this process's torch, NumPy and Python RNG states; ``learner_rng``, one per
                    remote learner rank
     OUT/checkpoints/iter_NNNNNN/state.json   format, iteration, updates, metrics, the module
-                   (class name, spaces, model_config), its fingerprint, versions
+                   (class name, spaces, model_config), its fingerprint, the data's
+                   fingerprint (:func:`data_fingerprint`), versions
 
 Both ``.pt`` files hold only tensors and plain values (:mod:`rliv_ray.tensor_files`) and are
 read with ``weights_only=True`` (:func:`read_state`, before Ray starts). Resuming builds the
 algorithm afresh from its config, then sets the module weights, optimizer state and counters
-through ``learner_group.set_state`` and the RNG states (:func:`apply_state`): a resumed run
-updates exactly as the uninterrupted one (the offline reader's batch order is drawn afresh).
+through ``learner_group.set_state`` and the RNG states (:func:`apply_state`), and, on the same
+data with at most one learner, moves the reader past the batches already trained on
+(:meth:`~rliv_ray.algorithms.common.offline.TargetUpdatingLearner.resume_reader`): a resumed run
+then updates exactly as the uninterrupted one, to the bit.
 The module is rebuilt for export from ``state.json`` with a class of :func:`module_classes`
 only: no class or function named by a file is ever imported.
 """
@@ -59,6 +62,24 @@ def module_description(config) -> dict[str, Any]:
 
 def fingerprint(description: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def data_fingerprint(files) -> str:
+    """What tells the training data apart without reading it: each file's name, size and last
+    4 KiB (a Parquet file's footer: its schema, row groups and statistics); a file that is not
+    local (a URI) by its name only."""
+    digest = hashlib.sha256()
+    for file in files or ():
+        path = Path(file)
+        if not path.is_file():
+            digest.update(f"{file}\0".encode())
+            continue
+        size = path.stat().st_size
+        digest.update(f"{path.name}\0{size}\0".encode())
+        with path.open("rb") as f:
+            f.seek(max(0, size - 4096))
+            digest.update(f.read())
+    return digest.hexdigest()[:16]
 
 
 def build_module(description: dict[str, Any]):
@@ -178,8 +199,14 @@ def save_state(algo, path: Path, config) -> dict[str, Any]:
              "rng": rng_state(), "learner_rng": learner_rng}
     save_tensors(state, path / STATE_FILE)
     return {"format": FORMAT, "module": description, "fingerprint": fingerprint(description),
+            "data": data_fingerprint(_input_files(config)),
             "versions": {"ray": ray.__version__, "torch": torch.__version__,
                          "rliv_ray": _version()}}
+
+
+def _input_files(config) -> list[str]:
+    files = config.input_
+    return [files] if isinstance(files, str | Path) else list(files or [])
 
 
 def _version() -> str:
@@ -210,17 +237,18 @@ def read_state(checkpoint: Path, config) -> dict[str, Any]:
     """A checkpoint's module weights and training state (read before Ray starts, so that a bad
     file fails at once): DataFileError if they are not ours, ValueError if the checkpoint's
     module differs from the one ``config`` builds."""
-    check_checkpoint(checkpoint, config)
+    meta = check_checkpoint(checkpoint, config)
     module = load_tensors(checkpoint / MODULE_FILE, "a checkpoint's module weights")
     state = load_tensors(checkpoint / STATE_FILE, "a checkpoint's training state")
     if not isinstance(module, dict) or not isinstance(state, dict):
         raise DataFileError(f"{checkpoint}: its state files do not hold dicts")
-    return {"module": module, "state": state, "checkpoint": str(checkpoint)}
+    return {"module": module, "state": state, "checkpoint": str(checkpoint), "meta": meta}
 
 
-def check_checkpoint(checkpoint: Path, config) -> None:
+def check_checkpoint(checkpoint: Path, config) -> dict[str, Any]:
     """DataFileError unless ``checkpoint`` is one of ours of the algorithm ``config`` trains;
-    ValueError if its network differs from the one ``config`` builds (other settings)."""
+    ValueError if its network differs from the one ``config`` builds (other settings). Its
+    metadata (:func:`read_meta`) if it is."""
     meta = read_meta(checkpoint)
     description = module_description(config)
     if meta["module"].get("class") != description["class"]:
@@ -233,12 +261,18 @@ def check_checkpoint(checkpoint: Path, config) -> None:
         raise ValueError(f"{checkpoint} was trained with another network than these settings "
                          f"(differing: {fields or 'spaces or class'}); resume with the same "
                          "settings, or --overwrite to start again")
+    return meta
+
+
+def _resume_reader(learner) -> int:
+    return learner.resume_reader()
 
 
 def apply_state(algo, saved: dict[str, Any]) -> None:
     """Set ``algo`` (built afresh from the config) to a :func:`read_state`: module weights,
     optimizer state and learner counters through ``learner_group.set_state``, the sampled-rows
-    counter, and the RNG states of this process and of each remote learner."""
+    counter, and the RNG states of this process and of each remote learner. On the data the
+    checkpoint was trained on, with at most one learner, the reader goes on where it was."""
     from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME
 
     module, state = saved["module"], saved["state"]
@@ -255,6 +289,10 @@ def apply_state(algo, saved: dict[str, Any]) -> None:
         if not group.is_local:
             group.foreach_learner(_set_learner_rng, states=state["learner_rng"])
         set_rng_state(state["rng"])
+        same_data = saved.get("meta", {}).get("data") == data_fingerprint(
+            _input_files(algo.config))
+        if same_data and algo.config.num_learners <= 1:  # several: a streaming split
+            group.foreach_learner(_resume_reader)
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
         raise DataFileError(f"{saved['checkpoint']}: its training state does not fit this "
                             f"algorithm ({type(err).__name__}: "

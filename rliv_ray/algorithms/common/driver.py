@@ -3,6 +3,15 @@
 CPU accounting on small machines (RLLIB_NOTES "Silent hang"): the reader tasks and the one
 pre-learner actor take half a CPU each, remote learners half a CPU each, and a local Ray gets
 at least 4 logical CPUs, so ``num_learners`` 0, 1 and 2 all fit on 2 cores.
+
+Determinism: Ray Data keeps the shards' order (``preserve_order``), RLlib seeds torch, NumPy
+and ``random`` from ``--seed`` in every learner, and nothing shuffles; so with ``num_learners``
+0 the same seed and data give the same parameters, to the bit, and a resumed run the
+parameters of the uninterrupted one (:mod:`rliv_ray.algorithms.common.checkpoint`; tested for
+both algorithms; one remote learner reads the same way, but is not tested for it).
+
+Faults: SIGINT and SIGTERM stop training cleanly (:class:`~rliv_ray.interrupts.StopSignals`):
+the algorithm, its data iterators and Ray are shut down in order, whatever stopped the run.
 """
 
 from __future__ import annotations
@@ -13,6 +22,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
@@ -21,7 +31,15 @@ from typing import Any
 
 from rliv_ray.checks import check_field_type
 from rliv_ray.outdir import claimed_out
-from rliv_ray.train_loop import LoopSettings, Resumed, latest_checkpoint, run_iterations
+from rliv_ray.train_loop import (
+    Abort,
+    LoopSettings,
+    Resumed,
+    StopSignals,
+    TrainingInterrupted,
+    latest_checkpoint,
+    run_iterations,
+)
 
 
 @dataclass(frozen=True)
@@ -73,9 +91,12 @@ def training_out(out: Path, samples: str | Path, *, resume: bool,
     """Hold OUT for one training run and yield the checkpoint to resume from (None: OUT is
     empty). OUT is never the samples or inside or around them, one run writes it at a time, and
     ``overwrite`` keeps the old OUT (as ``OUT.old-<pid>``) until this run has finished
-    (:func:`rliv_ray.outdir.claimed_out`)."""
+    (:func:`rliv_ray.outdir.claimed_out`).
+
+    A new run that stops (fails, is interrupted) before its first checkpoint leaves nothing:
+    OUT is removed, and the OUT that ``overwrite`` moved aside is put back."""
     with claimed_out(out, resume=resume, overwrite=overwrite, what="training",
-                     inputs=[samples]):
+                     inputs=[samples]) as claim:
         start = None
         if resume:
             start = latest_checkpoint(out)
@@ -83,7 +104,22 @@ def training_out(out: Path, samples: str | Path, *, resume: bool,
                 from rliv_ray.checks import CLIError
 
                 raise CLIError(f"{out}: no checkpoint to resume from")
-        yield start
+        try:
+            yield start
+        except BaseException:
+            if start is None and _nothing_kept(out):
+                shutil.rmtree(out, ignore_errors=True)
+                if claim.old is not None and not os.path.lexists(out):
+                    claim.old.rename(out)
+                    claim.old = None
+            raise
+
+
+def _nothing_kept(out: Path) -> bool:
+    try:
+        return latest_checkpoint(out) is None
+    except ValueError:  # a checkpoint we cannot read: not ours to remove
+        return False
 
 
 def check_resume(out: Path, config, *, resume: bool) -> None:
@@ -235,7 +271,29 @@ def run_training(config, out: Path, settings: TrainSettings, *, start: Resumed |
     metrics)`` called (``rliv sweep`` evaluates each exported policy). With ``evaluate``, the
     last checkpoint (every one with ``evaluate_each_checkpoint``) is exported and
     ``evaluate(exported, iteration)`` gives metrics logged with that iteration's
-    (``rliv train sl-mgac``'s off-policy estimates)."""
+    (``rliv train sl-mgac``'s off-policy estimates).
+
+    SIGINT or SIGTERM (in the main thread) raise :class:`TrainingInterrupted` once the run is
+    closed: after the current iteration and its checkpoint, or at once on a second signal or
+    before the iterations start."""
+    with StopSignals() as stop:
+        try:
+            return _run_training(config, out, settings, start=start, run_name=run_name,
+                                 params=params, tracking_uri=tracking_uri, export=export,
+                                 on_export=on_export, evaluate=evaluate,
+                                 evaluate_each_checkpoint=evaluate_each_checkpoint, stop=stop)
+        except Abort as abort:
+            good = latest_checkpoint(out)
+            raise TrainingInterrupted(abort.signum, good.checkpoint if good else None,
+                                      good.iteration if good else None) from None
+
+
+def _run_training(config, out: Path, settings: TrainSettings, *, start: Resumed | None,
+                  run_name: str, params: dict[str, Any], tracking_uri: str | None,
+                  export: Callable[[Path], Path],
+                  on_export: Callable[[Path, int, dict], None] | None,
+                  evaluate: Callable[[Path, int], dict[str, float]] | None,
+                  evaluate_each_checkpoint: bool, stop: StopSignals) -> dict[str, Any]:
     import ray
 
     from rliv_ray.algorithms.common.checkpoint import apply_state, read_state, save_state
@@ -243,12 +301,19 @@ def run_training(config, out: Path, settings: TrainSettings, *, start: Resumed |
     from rliv_ray.tracking import tracking_run
 
     saved = read_state(start.checkpoint, config) if start is not None else None  # before Ray
+    # A signal while Ray starts is acted on once it has started: ray.init cut short by one
+    # leaves processes behind and can crash the interpreter at exit.
+    stop.armed = True
     # Our per-iteration lines are the progress display; Ray Data's would drown them.
     started = start_ray(address=settings.address, num_cpus=max(4, os.cpu_count() or 1),
                         progress=False)
+    stop.install()
     import ray.data
 
-    ray.data.DataContext.get_current().enable_progress_bars = False
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    keep_order, context.execution_options.preserve_order = (
+        context.execution_options.preserve_order, True)  # the shards' order, every run
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     began = time.perf_counter()
     algo = None
@@ -262,10 +327,13 @@ def run_training(config, out: Path, settings: TrainSettings, *, start: Resumed |
         return {}
 
     try:
+        if stop.requested:  # while Ray started
+            raise Abort(stop.signum)
         algo = config.build_algo()
         if saved is not None:
             apply_state(algo, saved)
-        with tracking_run(tracking_uri, run_name) as tracker:
+        with tracking_run(tracking_uri, run_name, out=out,
+                          resume=start is not None) as tracker:
             tracker.log_params(params)
             rows = config.train_batch_size_per_learner * max(1, settings.num_learners)
             result = run_iterations(algo, out, settings.loop,
@@ -273,12 +341,18 @@ def run_training(config, out: Path, settings: TrainSettings, *, start: Resumed |
                                     rows_per_update=rows, start=start, tracker=tracker,
                                     save_state=lambda a, path: save_state(a, path, config),
                                     on_checkpoint=export_each if on_export else None,
-                                    evaluate=evaluate_checkpoint if evaluate else None)
+                                    evaluate=evaluate_checkpoint if evaluate else None,
+                                    stop=stop)
             _stop(algo)
+            algo = None
             checkpoint = latest_checkpoint(out).checkpoint
             exported = export(checkpoint)
             tracker.log_artifact(exported)
     finally:
+        stop.closing = True  # from here on a signal waits for Ray to be shut down
+        context.execution_options.preserve_order = keep_order
+        if algo is not None:
+            _stop(algo, quiet=True)
         del algo
         gc.collect()  # the learner's data iterator must finish while Ray is still up
         if started:
@@ -312,12 +386,29 @@ def plain(value):
     return value
 
 
-def _stop(algo) -> None:
+def _stop(algo, *, quiet: bool = False) -> None:
     """Stop the algorithm, closing its open data iterators first (they would otherwise be
-    finalised after Ray shuts down, with a noisy traceback)."""
-    iterators = getattr(algo.offline_data, "batch_iterators", None)
-    for iterator in iterators if isinstance(iterators, list) else [iterators]:
-        if hasattr(iterator, "close"):
-            iterator.close()
-    algo.stop()
+    finalised after Ray shuts down, with a noisy traceback). ``quiet``: after a failure or an
+    interrupt, whatever stopping raises is dropped (the run's own error is the one to show)."""
+    try:
+        for learner in _local_learners(algo):
+            iterator = getattr(learner, "iterator", None)
+            epoch = getattr(iterator, "_epoch_iterator", None)
+            if hasattr(epoch, "close"):
+                epoch.close()
+            learner.iterator = None
+        iterators = getattr(algo.offline_data, "batch_iterators", None)
+        for iterator in iterators if isinstance(iterators, list) else [iterators]:
+            if hasattr(iterator, "close"):
+                iterator.close()
+        algo.stop()
+    except Exception:
+        if not quiet:
+            raise
     gc.collect()
+
+
+def _local_learners(algo) -> list:
+    group = getattr(algo, "learner_group", None)
+    learner = getattr(group, "_learner", None) if group is not None else None
+    return [learner] if learner is not None else []

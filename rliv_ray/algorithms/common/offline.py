@@ -7,11 +7,21 @@
   ``restore_from_path`` also crashes for env-less algorithms in Ray 2.60).
 * :class:`TargetUpdatingLearner` moves the target networks after *every* gradient update
   (RLlib's ``after_gradient_based_update`` runs once per ``train()`` call): Polyak with
-  ``config.tau``, or a hard copy every ``config.target_update_interval`` updates.
+  ``config.tau``, or a hard copy every ``config.target_update_interval`` updates. It stops
+  training at the first update with a NaN or infinite loss term
+  (:class:`~rliv_ray.train_loop.LossNotFinite`), and a resumed learner first moves its reader
+  past the batches the checkpointed updates consumed (:meth:`resume_reader`), so that it goes
+  on with the batch the uninterrupted run would have read next.
+
+The reader (RLlib's ``OfflineData``) reads the shards in file order (the driver sets Ray Data's
+``preserve_order``) without shuffling: every epoch is the same sequence of batches, the
+learner's ``MiniBatchRayDataIterator`` carries on through it across ``train()`` calls, and the
+k-th update reads batch ``k mod B`` of an epoch of ``B`` batches.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from ray.rllib.algorithms.algorithm import Algorithm
@@ -30,6 +40,7 @@ from ray.rllib.utils.metrics import (
 
 from rliv_ray.algorithms.common.memory import reuse_freed_memory
 from rliv_ray.algorithms.common.targets import polyak_update
+from rliv_ray.train_loop import check_loss_terms
 
 TARGET_UPDATES = "target_updates"
 """Learner-state key of the update counter behind the hard target copies."""
@@ -95,6 +106,29 @@ class TargetUpdatingLearner(TorchLearner):
         reuse_freed_memory()  # every update frees and reallocates the same activations
         super().build()
         self.updates = 0
+        self.reader_skip = 0
+        """Batches to pass over when the reader is first opened (a resumed run)."""
+
+    def resume_reader(self) -> int:
+        """After a restore: the reader will first pass over the ``updates`` batches that the
+        checkpointed run consumed. Returns that number."""
+        self.reader_skip = self.updates
+        return self.reader_skip
+
+    def log_loss_terms(self, module_id, metrics: dict[str, float], config) -> None:
+        """Log one update's loss terms (a mean over the iteration), first stopping training
+        if one is NaN or infinite (:class:`~rliv_ray.train_loop.LossNotFinite`)."""
+        check_loss_terms(metrics, self.updates + 1)
+        self.metrics.log_dict(metrics, key=module_id,
+                              window=config.dataset_num_iters_per_learner or 1)
+
+    def _create_iterator_if_necessary(self, *, training_data: TrainingData, **kwargs):
+        opening = bool(training_data.data_iterators) and self.iterator is None
+        batches = super()._create_iterator_if_necessary(training_data=training_data, **kwargs)
+        if opening and self.reader_skip:
+            skip_batches(self.iterator, self.reader_skip, kwargs.get("minibatch_size"))
+            self.reader_skip = 0
+        return batches
 
     def get_state(self, *args, **kwargs):
         return {**super().get_state(*args, **kwargs), TARGET_UPDATES: self.updates}
@@ -103,6 +137,7 @@ class TargetUpdatingLearner(TorchLearner):
         super().set_state(state)
         if TARGET_UPDATES in state:
             self.updates = int(state[TARGET_UPDATES])
+        _int_steps(self._named_optimizers.values())
 
     def _update(self, batch: dict[str, Any], **kwargs):
         result = super()._update(batch, **kwargs)
@@ -122,3 +157,51 @@ class TargetUpdatingLearner(TorchLearner):
         """Move the module's targets towards its online networks by ``tau`` (1 copies)."""
         for main_net, target_net in module.get_target_network_pairs():
             polyak_update(main_net, target_net, tau)
+
+
+def _int_steps(optimizers) -> None:
+    """SparseAdam counts its steps in a Python int (bias corrections in double precision);
+    RLlib restores every optimizer state entry as a tensor, whose float32 arithmetic would
+    move a resumed run off the uninterrupted one in the last bits. The int is put back."""
+    import torch
+
+    for optimizer in optimizers:
+        if isinstance(optimizer, torch.optim.SparseAdam):
+            for state in optimizer.state.values():
+                if isinstance(state.get("step"), torch.Tensor):
+                    state["step"] = int(state["step"])
+
+
+def skip_batches(iterator, count: int, batch_size: int | None) -> None:
+    """Move RLlib's ``MiniBatchRayDataIterator`` (just opened) on by ``count`` batches, as
+    ``count`` updates would have: whole epochs are skipped without reading when the data is
+    materialized (its row count is known), else by reading the first epoch through."""
+    epoch = getattr(iterator, "_epoch_iterator", None)
+    if epoch is None or not hasattr(iterator, "_batched_iterable"):
+        raise RuntimeError("this Ray version's MiniBatchRayDataIterator has no _epoch_iterator: "
+                           "the reader cannot be moved to where a resumed run goes on")
+    rows = _materialized_rows(getattr(iterator, "_iterator", None))
+    if rows and batch_size:
+        count %= math.ceil(rows / batch_size)
+    seen = 0
+    while count > 0:
+        try:
+            next(iterator._epoch_iterator)
+        except StopIteration:
+            if seen == 0:
+                return
+            count %= seen  # ``seen`` batches made one epoch
+            iterator._epoch_iterator = iter(iterator._batched_iterable)
+            seen = 0
+            continue
+        seen += 1
+        count -= 1
+
+
+def _materialized_rows(data_iterator) -> int | None:
+    """The rows of the materialized dataset behind a Ray Data iterator (known without reading
+    it), or None."""
+    from ray.data.dataset import MaterializedDataset
+
+    dataset = getattr(data_iterator, "_base_dataset", None)
+    return dataset.count() if isinstance(dataset, MaterializedDataset) else None

@@ -5,10 +5,11 @@ on the id tables by default; Table 3 uses one learning rate for critics and embe
 target network follows by Polyak averaging, p' <- tau * p + (1 - tau) * p', or, with
 ``target_update="hard"``, is copied every ``target_update_interval`` updates (EQUATIONS 2.1(c);
 :class:`~rliv_ray.algorithms.common.offline.TargetUpdatingLearner`); under lazy Adam the id
-tables' targets follow row-wise (:class:`~rliv_ray.algorithms.rliv_ua.optim.IdTableTargets`)
-and are brought fully up to date before every checkpoint; with more than one learner they take
-the full Polyak update. Metrics are means over the
-iteration's updates.
+tables' targets follow row-wise (:class:`~rliv_ray.algorithms.rliv_ua.optim.IdTableTargets`):
+a checkpoint's module has them brought fully up to date, and its state the lazy rows as they
+were, which a resume restores (a resumed run is the uninterrupted one to the bit); with more
+than one learner they take the full Polyak update. Metrics are means over the iteration's
+updates.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from rliv_ray.algorithms.common.offline import TargetUpdatingLearner
 from rliv_ray.algorithms.rliv_ua.module import HEADS, NEXT_HEADS, RLIVUAModule
 from rliv_ray.algorithms.rliv_ua.objective import loss_from_heads
 from rliv_ray.algorithms.rliv_ua.optim import IdTableTargets, make_optimizers
+
+LAZY_TARGETS = "lazy_id_targets"
+"""Learner-state key: per module, each id target table as it is and the steps its rows owe."""
 
 
 class RLIVUALearner(TargetUpdatingLearner):
@@ -50,8 +54,7 @@ class RLIVUALearner(TargetUpdatingLearner):
         next_target = module.forward_target(batch)[NEXT_HEADS]
         loss, metrics = loss_from_heads(fwd_out[HEADS], fwd_out[NEXT_HEADS], next_target, batch,
                                         module.spec.towers, config.gamma, config.cql_alpha)
-        self.metrics.log_dict(metrics, key=module_id,
-                              window=config.dataset_num_iters_per_learner or 1)
+        self.log_loss_terms(module_id, metrics, config)
         return loss
 
     def update_targets(self, module_id: str, module: RLIVUAModule, tau: float) -> None:
@@ -61,12 +64,27 @@ class RLIVUALearner(TargetUpdatingLearner):
             super().update_targets(module_id, module, tau)
 
     def get_state(self, *args, **kwargs):
-        """Every target row brought up to date first: checkpoints hold per-update Polyak."""
+        """The module with every target row brought up to date (checkpoints and exports hold
+        per-update Polyak), and the lazy state itself under ``LAZY_TARGETS``, so that a
+        resumed run goes on exactly as the uninterrupted one. Taking the state leaves the
+        running learner as it was: checkpoints do not change what it learns."""
+        lazy = {module_id: targets.snapshot() for module_id, targets in self.id_targets.items()}
         for targets in self.id_targets.values():
             targets.sync_all()
-        return super().get_state(*args, **kwargs)
+        try:
+            state = super().get_state(*args, **kwargs)
+        finally:
+            for module_id, targets in self.id_targets.items():
+                targets.restore(lazy[module_id])
+        if lazy:
+            state[LAZY_TARGETS] = lazy
+        return state
 
     def set_state(self, state) -> None:
         super().set_state(state)
-        for targets in self.id_targets.values():  # saved up to date (get_state)
-            targets.reset()
+        lazy = state.get(LAZY_TARGETS, {})
+        for module_id, targets in self.id_targets.items():
+            if module_id in lazy:
+                targets.restore(lazy[module_id])
+            else:  # saved up to date, without the lazy state
+                targets.reset()

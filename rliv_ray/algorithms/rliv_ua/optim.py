@@ -84,6 +84,22 @@ class IdTableTargets:
             lazy.sync_all(*self._weights(column))
 
     def reset(self) -> None:
-        """The target tables were replaced by up-to-date ones (a restored checkpoint)."""
+        """The target tables were replaced by up-to-date ones (a checkpoint without
+        :meth:`snapshot`)."""
         for lazy in self.tables.values():
             lazy.reset()
+
+    @torch.no_grad()
+    def snapshot(self) -> dict[str, dict[str, torch.Tensor]]:
+        """The lazy state as it is: each target table (rows not yet brought up to date) and
+        the Polyak steps each row owes. :meth:`restore` puts it back, bit for bit."""
+        return {column: {"target": self._weights(column)[1].detach().clone(),
+                         "owed": lazy.updates - lazy.synced_at}
+                for column, lazy in self.tables.items()}
+
+    @torch.no_grad()
+    def restore(self, snapshot: dict[str, dict[str, torch.Tensor]]) -> None:
+        for column, lazy in self.tables.items():
+            saved = snapshot[column]
+            self._weights(column)[1].copy_(torch.as_tensor(saved["target"]))
+            lazy.synced_at.copy_(lazy.updates - torch.as_tensor(saved["owed"]))

@@ -36,12 +36,10 @@ class SLMGACLearner(TargetUpdatingLearner):
         if config.method in BASELINES:
             loss, metrics = BASELINES[config.method].loss(module.net, module.target, batch,
                                                           self.loss_settings, step=self.updates)
-            self.metrics.log_dict(metrics, key=module_id,
-                                  window=config.dataset_num_iters_per_learner or 1)
+            self.log_loss_terms(module_id, metrics, config)
             return loss
         next_target = module.forward_target(batch)[NEXT_TARGET]
         parts, metrics = sl_mgac_losses(fwd_out[OUT], fwd_out[NEXT_ONLINE], next_target, batch,
                                         module.spec, self.loss_settings)
-        self.metrics.log_dict(metrics, key=module_id,
-                              window=config.dataset_num_iters_per_learner or 1)
+        self.log_loss_terms(module_id, metrics, config)
         return parts.total

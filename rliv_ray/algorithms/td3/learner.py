@@ -34,8 +34,7 @@ class TD3Learner(TargetUpdatingLearner):
         module = self._module[module_id].unwrapped()
         loss, metrics = td3_loss(module.net, module.target, batch, self.loss_settings,
                                  update_actor=self.actor_turn(config))
-        self.metrics.log_dict(metrics, key=module_id,
-                              window=config.dataset_num_iters_per_learner or 1)
+        self.log_loss_terms(module_id, metrics, config)
         return loss
 
     def update_targets(self, module_id: str, module, tau: float) -> None:
