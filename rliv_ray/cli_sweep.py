@@ -37,6 +37,7 @@ def add_sweep_parsers(add) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    from rliv_ray.checks import interrupted
     from rliv_ray.cli import CLIError
     from rliv_ray.sweep.run import run_sweep
 
@@ -45,7 +46,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                          tracking_uri=args.tracking_uri, address=args.address)
     except (FileExistsError, FileNotFoundError, ValueError) as err:
         raise CLIError(str(err)) from err
-    except KeyboardInterrupt:  # outside Tune's own handler (data, truth): what is done is kept
+    except KeyboardInterrupt as err:  # outside Tune's handler (data, truth): what is done is kept
+        code, _ = interrupted(err)  # 130 for Ctrl-C, 143 for SIGTERM
         print("rliv sweep: interrupted; continue with --resume (finished trials and sample "
               "builds are kept)", file=sys.stderr)
-        return 130
+        return code
