@@ -4,9 +4,10 @@ PyTorch's CPU tensors come from ``malloc``. glibc serves a block above its mmap 
 (128 KiB at start) with fresh pages and gives them back on ``free``, and it trims the heap's top
 once more than the trim threshold is free. A learner update allocates and frees the same
 activations every time (RLIV-UA's heads: 3 MiB tensors at batch 1,024; SL-MGAC's attention
-chunks: 1.6 MiB), so without this every update page-faults and zeroes them anew: measured 444k
-minor page faults in 211 RLIV-UA updates, 116k with the settings below
-(``benchmarks/RESULTS.md``, "Learner speed").
+chunks: 1.6 MiB). Whether glibc then maps and page-faults them in again each update depends on
+the order of earlier frees: one RLIV-UA profile had 444k minor page faults in 211 updates, 116k
+with the settings below, which make it the same in every run (``benchmarks/RESULTS.md``,
+"Learner speed": 1.09x on RLIV-UA's bare update).
 
 :func:`reuse_freed_memory` raises both thresholds with ``mallopt`` (glibc only; elsewhere it
 does nothing). The cost is memory the process keeps after a peak, at most about
