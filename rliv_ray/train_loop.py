@@ -41,8 +41,6 @@ from typing import Any
 from rliv_ray.interrupts import Abort, StopSignals, TrainingInterrupted
 from rliv_ray.tracking import NoOpTracker, Tracker
 
-__all__ = ["Abort", "StopSignals", "TrainingInterrupted"]  # re-exported: the loop raises them
-
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
 STATE_FILE = "state.json"

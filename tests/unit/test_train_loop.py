@@ -7,16 +7,14 @@ from pathlib import Path
 import pytest
 
 from rliv_ray.checks import interrupted
+from rliv_ray.interrupts import Abort, StopSignals, TrainingInterrupted
 from rliv_ray.tensor_files import DataFileError
 from rliv_ray.train_loop import (
     CHECKPOINTS,
     METRICS_FILE,
-    Abort,
     LoopSettings,
     LossNotFinite,
-    StopSignals,
     TrainingDiverged,
-    TrainingInterrupted,
     latest_checkpoint,
     nonfinite_terms,
     run_iterations,

@@ -30,16 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from rliv_ray.checks import check_field_type
+from rliv_ray.interrupts import Abort, StopSignals, TrainingInterrupted
 from rliv_ray.outdir import claimed_out
-from rliv_ray.train_loop import (
-    Abort,
-    LoopSettings,
-    Resumed,
-    StopSignals,
-    TrainingInterrupted,
-    latest_checkpoint,
-    run_iterations,
-)
+from rliv_ray.train_loop import LoopSettings, Resumed, latest_checkpoint, run_iterations
 
 
 @dataclass(frozen=True)
