@@ -91,6 +91,7 @@ def start_ray(*, address: str | None, num_cpus: int, progress: bool) -> bool:
             raise ClusterUnreachable(str(err).strip().splitlines()[0]) from None
     else:  # "local": a new Ray of our own, never a cluster that happens to be running
         loopback_only()
+        no_reconnect_in_workers()
         with _starting():
             ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
                      _node_ip_address=LOOPBACK, **quiet)
@@ -113,6 +114,18 @@ def loopback_only() -> None:
 
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     ray_constants.ENABLE_RAY_CLUSTER = False
+
+
+def no_reconnect_in_workers() -> None:
+    """Workers of a private Ray never start a Ray of their own.
+
+    A remote learner that exits while its Ray Data split is open closes the split's iterator,
+    which calls a coordinator actor; with Ray gone, the call's automatic ``ray.init`` waited
+    for the dead GCS, and the worker stayed on after the command, orphaned (``rliv train
+    --num-learners 2``). With ``RAY_ENABLE_AUTO_CONNECT=0``, which the workers read when they
+    import Ray, the call fails and the worker exits. This process imported Ray already, so its
+    own behaviour is unchanged."""
+    os.environ["RAY_ENABLE_AUTO_CONNECT"] = "0"
 
 
 @contextlib.contextmanager

@@ -23,7 +23,7 @@ import psutil
 import pytest
 
 from rliv_ray.cli import main
-from tests.integration.processes import metrics_lines, no_traceback, session
+from tests.integration.processes import Command, metrics_lines, no_traceback, session, wait_gone
 from tests.sampleshards import write_shards
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -131,3 +131,20 @@ def test_training_goes_on_when_the_mlflow_server_goes_away(ray4, mlflow_server, 
     assert warnings[0].endswith("going on without tracking")
     assert [m["iteration"] for m in metrics_lines(out)] == list(range(1, 13))
     assert (out / "scorer.pt").exists()
+
+
+def test_remote_learners_leave_no_process_behind(tmp_path):
+    """`rliv train --num-learners 2` in a process of its own (its own local Ray): when it ends,
+    every process it started has ended too. A remote learner used to stay on, orphaned,
+    retrying to reach the Ray that had shut down (``runner.no_reconnect_in_workers``)."""
+
+    shards = write_shards(tmp_path / "shards", rows=512, files=2)
+    run = Command(["train", "rliv-ua", str(shards), "--out", str(tmp_path / "out"),
+                   "--iterations", "1", "--updates-per-iteration", "2", "--num-learners", "2",
+                   "--quiet", "--set", "train_batch_size_per_learner=64",
+                   "--set", "id_buckets=1024"], tmp_path, "train")
+    try:
+        assert run.proc.wait() == 0, run.stderr()[-3000:]
+        assert wait_gone(run.pid) == []
+    finally:
+        run.kill_all()
