@@ -10,7 +10,7 @@ import torch
 
 from rliv_ray import schema as S
 from rliv_ray.algorithms.common.blocks import HashedEmbedding, hash_ids
-from rliv_ray.algorithms.sl_mgac import attention
+from rliv_ray.algorithms.sl_mgac import attention, network
 from rliv_ray.algorithms.sl_mgac.network import (
     LOOKUP_IDS,
     GroupGrid,
@@ -109,6 +109,7 @@ SPECS = {
 @pytest.mark.parametrize("name", sorted(SPECS))
 def test_fast_network_equals_the_reference_outputs_and_gradients(name, monkeypatch):
     monkeypatch.setattr(attention, "CHUNK_ROWS", 16)  # several chunks of ChunkedAttention
+    monkeypatch.setattr(network, "MIN_SLOT_ROWS", 8)  # the largest group fills several slots
     spec = SLMGACSpec(user_dim=9, live_dim=5, id_buckets=500, **SPECS[name])
     torch.manual_seed(0)
     net = SLMGACNetwork(spec)
@@ -159,12 +160,37 @@ def test_attention_on_items_equals_the_concatenated_input(hidden, softmax, monke
 def test_group_grid_round_trip_and_padding():
     group = torch.tensor([2, 0, 2, 2, 1, 0])
     grid = GroupGrid(group, groups=4)
-    assert grid.rows == 3  # group 2 has three rows; groups 0, 1, 3 are padded
+    assert grid.rows == 3  # group 2 has three rows; groups 0 and 1 are padded
+    assert grid.slot_group.tolist() == [0, 1, 2]  # group 3 has no rows: no slot
     rows = torch.arange(6.0).unsqueeze(-1)
-    on_grid = grid.to_grid(rows, 0).view(4, 3)
+    on_grid = grid.to_grid(rows, 0).view(3, 3)
     assert on_grid[2].tolist() == [0.0, 2.0, 3.0]  # group 2's rows in batch order
     assert on_grid[0, :2].tolist() == [1.0, 5.0]
     assert torch.equal(grid.to_rows(grid.to_grid(rows, 0), 0), rows)
+
+
+def test_group_grid_splits_a_large_group_over_slots():
+    group = torch.tensor([0, 0, 0, 0, 0, 1, 1])
+    grid = GroupGrid(group, groups=2, min_rows=2)
+    # 2 rows per slot pad one row (5 + 2 rows in 4 slots); 3 would pad two, 5 three
+    assert grid.rows == 2
+    assert grid.slot_group.tolist() == [0, 0, 0, 1]
+    assert grid.towers(2).tolist() == [0, 0, 0, 1, 2, 2, 2, 3]  # network n's tower n * K + k
+    rows = torch.arange(7.0).unsqueeze(-1)
+    on_grid = grid.to_grid(rows, 0).view(4, 2)
+    assert on_grid.tolist() == [[0.0, 1.0], [2.0, 3.0], [4.0, 0.0], [5.0, 6.0]]  # 0: padding
+    assert torch.equal(grid.to_rows(on_grid.view(8, 1), 0), rows)
+
+
+@pytest.mark.parametrize(("counts", "min_rows", "rows"), [
+    ([341, 307, 238, 302, 341, 519], 128, 173),  # a batch of the demo's live samples
+    ([300, 1], 128, 150), ([5, 2], 8, 5), ([9, 9, 10], 3, 10), ([0, 0, 9], 8, 9), ([0], 8, 1)])
+def test_slot_rows_pad_least(counts, min_rows, rows):
+    assert network.slot_rows(counts, min_rows) == rows
+    largest = max(max(counts), 1)
+    padded = [r * sum(-(-c // r) for c in counts) for r in range(min(min_rows, largest),
+                                                                 largest + 1)]
+    assert rows * sum(-(-c // rows) for c in counts) == min(padded)
 
 
 @pytest.mark.parametrize("high", [1000, LOOKUP_IDS - 2, LOOKUP_IDS, 2**40])

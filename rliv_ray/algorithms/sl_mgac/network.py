@@ -142,33 +142,68 @@ class SLMGACSpec:
         return bins.n_bins * (2 if self.bin_source == "predicted" else 1)
 
 
-class GroupGrid:
-    """The rows of a batch laid out by group in a (K, R) grid, R the largest group's row count.
+MIN_SLOT_ROWS = 128
+"""Slots hold at least this many rows (or the largest group's count, if smaller): smaller
+slots leave less padding but make the batched matmuls less efficient."""
 
-    A K-tower MGN then runs tower k on grid row k only: one batched matmul per layer over
-    K * R rows instead of K * B (every tower on every row). Slots past a group's rows are
-    padding (they hold batch row 0; their outputs are never read).
+
+def slot_rows(counts: list[int], min_rows: int) -> int:
+    """Rows R per slot that minimise the padded rows R * sum_k ceil(c_k / R) of a batch whose
+    groups have ``counts`` rows, for R at or above ``low = min(min_rows, max_k c_k)``.
+
+    Between the R where some group fills m slots exactly (R = ceil(c_k / m)) the slot counts
+    are constant and the cost grows with R, so those R and ``low`` are the only candidates;
+    of equal costs the largest R (fewest slots) is taken.
+    """
+    largest = max(max(counts), 1)
+    low = min(min_rows, largest)
+    candidates = {-(-c // m) for c in counts for m in range(1, c // low + 1)} | {low, largest}
+    return min((rows for rows in candidates if rows >= low),
+               key=lambda rows: (rows * sum(-(-c // rows) for c in counts), -rows))
+
+
+class GroupGrid:
+    """The rows of a batch laid out by group in S slots of R rows each (a (S, R) grid).
+
+    Each slot belongs to one group (``slot_group``): group k fills ceil(c_k / R) slots with
+    its c_k rows, R chosen by :func:`slot_rows` so little is padding, and a group without rows
+    gets none. A K-tower MGN then runs on each slot the tower of that slot's group: one
+    batched matmul per layer over S * R rows instead of K * B (every tower on every row).
+    Slots past a group's rows are padding (they hold batch row 0; their outputs are never
+    read).
     """
 
-    def __init__(self, group: torch.Tensor, groups: int):
+    def __init__(self, group: torch.Tensor, groups: int, min_rows: int | None = None):
         group = group.long()  # (B,)
         order = torch.argsort(group, stable=True)  # (B,) batch rows sorted by group
         counts = torch.bincount(group, minlength=groups)  # (K,)
-        self.groups, self.rows = groups, max(int(counts.max()), 1)
+        self.groups = groups
+        self.rows = slot_rows(counts.tolist(), MIN_SLOT_ROWS if min_rows is None else min_rows)
+        slots = -(-counts // self.rows)  # (K,) slots per group
+        self.slot_group = torch.repeat_interleave(torch.arange(groups, device=group.device),
+                                                  slots)  # (S,)
+        self.slots = self.slot_group.shape[0]
         first = torch.cumsum(counts, 0) - counts  # (K,) sorted position of each group's first
+        first_slot = torch.cumsum(slots, 0) - slots  # (K,)
         sorted_group = group[order]
         rank = torch.arange(group.shape[0], device=group.device) - first[sorted_group]
-        self.slot = torch.empty_like(order)  # (B,) the grid slot of each batch row
-        self.slot[order] = sorted_group * self.rows + rank
-        self.source = torch.zeros(groups * self.rows, dtype=torch.long, device=group.device)
+        self.slot = torch.empty_like(order)  # (B,) the grid position of each batch row
+        self.slot[order] = first_slot[sorted_group] * self.rows + rank
+        self.source = torch.zeros(self.slots * self.rows, dtype=torch.long,
+                                  device=group.device)
         self.source[self.slot] = torch.arange(group.shape[0], device=group.device)
 
+    def towers(self, networks: int) -> torch.Tensor:
+        """(N * S,) the tower n * K + k that network n runs on each slot of group k."""
+        base = torch.arange(networks, device=self.slot_group.device) * self.groups
+        return (base.unsqueeze(1) + self.slot_group).reshape(-1)
+
     def to_grid(self, x: torch.Tensor, dim: int) -> torch.Tensor:
-        """(..., B, ...) -> (..., K * R, ...) along ``dim``."""
+        """(..., B, ...) -> (..., S * R, ...) along ``dim``."""
         return x.index_select(dim, self.source)
 
     def to_rows(self, x: torch.Tensor, dim: int) -> torch.Tensor:
-        """(..., K * R, ...) -> (..., B, ...) along ``dim``."""
+        """(..., S * R, ...) -> (..., B, ...) along ``dim``."""
         return x.index_select(dim, self.slot)
 
 
@@ -194,16 +229,16 @@ class MultiGroupNetwork(nn.Module):
                 grid: GroupGrid | None = None) -> torch.Tensor:
         """z (N, B, D) one input per network, group (B,) in [0, K) -> (N, B, out).
 
-        In ``towers`` mode with a ``grid``, z is already in its layout, (N, K * R, D), and so
-        is the output, (N, K * R, out).
+        In ``towers`` mode with a ``grid``, z is already in its layout, (N, S * R, D), and so
+        is the output, (N, S * R, out).
         """
         if self.mode == "towers":
             if grid is None:
                 grid = GroupGrid(group, self.groups)
                 return grid.to_rows(self(grid.to_grid(z, 1), group, grid), 1)
             n = z.shape[0]
-            out = self.mlp(z.reshape(n * self.groups, grid.rows, z.shape[-1]))
-            return out.view(n, self.groups * grid.rows, -1)
+            out = self.mlp(z.reshape(n * grid.slots, grid.rows, z.shape[-1]), grid.towers(n))
+            return out.view(n, grid.slots * grid.rows, -1)
         if self.mode == "group_embedding":
             z = torch.cat([z, self.group_embedding[:, group.long()]], dim=-1)
         return self.mlp(z)
@@ -338,7 +373,7 @@ class SLMGACNetwork(nn.Module):
                           session)
         grid = GroupGrid(user_group, self.spec.groups) if self.spec.tower_groups > 1 else None
         if grid is not None:  # LayerNorm is per row: it commutes with the grid layout
-            h = grid.to_grid(h, 0)  # (K * R, D)
+            h = grid.to_grid(h, 0)  # (S * R, D)
 
         def heads(mgn: MultiGroupNetwork, z: torch.Tensor) -> torch.Tensor:
             out = mgn(z, user_group, grid)
