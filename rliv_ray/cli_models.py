@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rliv_ray.algorithms.common.driver import BATCH_CACHE_MB
 from rliv_ray.checks import PROBABILITY, integer, number
 
 OPE_DEFAULT = ("ncis", "snips", "dr")
@@ -157,6 +158,10 @@ def _add_train_options(p, parse_override, config_name: str, examples: str) -> No
     p.add_argument("--seed", type=integer(0), default=0)
     p.add_argument("--stream", action="store_true", help="stream shards from Parquet every "
                    "epoch instead of keeping them in Ray's object store (logs larger than RAM)")
+    p.add_argument("--batch-cache-mb", type=integer(0), default=BATCH_CACHE_MB, metavar="MB",
+                   help="with --num-learners 0, keep an epoch of training batches up to MB in "
+                   "memory and replay it in later epochs, the same batches in the same order; 0: "
+                   f"read every epoch through Ray Data (default {BATCH_CACHE_MB})")
     p.add_argument("--resume", action="store_true", help="continue from OUT's latest checkpoint")
     p.add_argument("--overwrite", action="store_true", help="start again, replacing OUT")
     p.add_argument("--tracking-uri", help="MLflow URI, e.g. sqlite:////abs/path/mlflow.db "
@@ -230,6 +235,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                               progress=not args.quiet),
             updates_per_iteration=args.updates_per_iteration, num_learners=args.num_learners,
             address=args.address, seed=args.seed, materialize=not args.stream,
+            batch_cache_mb=args.batch_cache_mb,
             training={**preset, **dict(args.set or [])})
 
     try:

@@ -58,14 +58,17 @@ def test_same_seed_same_parameters_and_resume_equals_one_run(ray4, batches, tmp_
     same seed and data have the same parameters after 6 updates (``whole`` and ``split`` at
     iteration 2), and the split run resumed ends with the parameters of the uninterrupted one
     after 12 updates: its reader goes on at batch 6 mod 4 of the epoch, the lazy target rows
-    and SparseAdam's step count come back as they were."""
+    and SparseAdam's step count come back as they were. ``whole`` replays its later epochs
+    from memory (``batch_cache_mb``), ``split`` reads its first 6 batches through Ray Data
+    (``--batch-cache-mb 0``): replayed batches are the ones Ray Data reads."""
     whole = train_rliv_ua(batches, tmp_path / "whole", settings(4))
     assert (whole["iteration"], whole["updates"]) == (4, 12)
     ids = max(distinct_ids(inspect_shards(batches)).values())  # tables sized from the data
     assert whole["config"]["id_buckets"] == sized_id_buckets(ids, 16, SMALL["id_buckets"])
     assert whole["config"]["id_optimizer"] == "lazy_adam"
 
-    assert cli(batches, "--out", tmp_path / "split", "--iterations", "2") == 0
+    assert cli(batches, "--out", tmp_path / "split", "--iterations", "2",
+               "--batch-cache-mb", "0") == 0
     same_seed = parameters(tmp_path / "split" / "checkpoints" / "iter_000002")
     assert_same_parameters(parameters(tmp_path / "whole" / "checkpoints" / "iter_000002"),
                            same_seed)

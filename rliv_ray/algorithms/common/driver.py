@@ -34,6 +34,9 @@ from rliv_ray.interrupts import Abort, StopSignals, TrainingInterrupted
 from rliv_ray.outdir import claimed_out
 from rliv_ray.train_loop import LoopSettings, Resumed, latest_checkpoint, run_iterations
 
+BATCH_CACHE_MB = 1024
+"""Default of ``batch_cache_mb``: the largest epoch, in MB of tensors, a local learner keeps."""
+
 
 @dataclass(frozen=True)
 class TrainSettings:
@@ -45,6 +48,9 @@ class TrainSettings:
     materialize: bool = True
     """Keep the mapped shards in Ray's object store (fast epochs; set False for logs larger
     than memory, which then stream from Parquet every epoch)."""
+    batch_cache_mb: int = BATCH_CACHE_MB
+    """A learner in this process (``num_learners`` 0) keeps an epoch of batches up to this
+    size and replays it in later epochs, same batches, same order (0: read every epoch)."""
     training: dict[str, Any] = field(default_factory=dict)
     """The algorithm config's training() fields, e.g. {"gamma": 0.9}."""
 
@@ -54,6 +60,8 @@ class TrainSettings:
                              f"{self.updates_per_iteration}")
         if self.num_learners < 0:
             raise ValueError(f"num_learners must be >= 0, got {self.num_learners}")
+        if self.batch_cache_mb < 0:
+            raise ValueError(f"batch_cache_mb must be >= 0, got {self.batch_cache_mb}")
 
 
 def with_offline_data(config, files: list[Path], settings: TrainSettings, prelearner_class):
@@ -64,6 +72,7 @@ def with_offline_data(config, files: list[Path], settings: TrainSettings, prelea
 
     filesystem, paths = filesystem_and_paths([str(f) for f in files])
     remote = settings.num_learners > 0
+    config.batch_cache_mb = settings.batch_cache_mb
     return (
         config.learners(num_learners=settings.num_learners,
                         num_cpus_per_learner=0.5 if remote else 1)
