@@ -98,7 +98,7 @@ $(PEER_VENV)/.installed:
 bench-peer: $(STAMP) $(PEER_VENV)/.installed
 	$(RLIV) generate $(BENCH_DATA)/world --users 1000 --seed 0 --overwrite --quiet
 	$(RLIV) build-samples $(BENCH_DATA)/world $(BENCH_DATA)/samples --asa-epochs 5 --overwrite --quiet
-	$(PY) benchmarks/peer_d3rlpy.py $(BENCH_DATA)/samples --markdown $(BENCH_DATA)/peer_d3rlpy.md
+	$(PY) benchmarks/peer_d3rlpy.py $(BENCH_DATA)/samples --iterations 30 --markdown $(BENCH_DATA)/peer_d3rlpy.md
 
 clean:
 	rm -rf $(DEMO) .pytest_cache

@@ -349,7 +349,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--updates", type=int, default=50,
                         help="updates per project iteration = per d3rlpy block")
     parser.add_argument("--iterations", type=int, default=5,
-                        help="project iterations per throughput run (the first is warm-up)")
+                        help="project iterations per throughput run (the first is warm-up; "
+                        "`make bench-peer` runs 30 of 50 updates, past the first epoch of its "
+                        "shards, so that the later epochs' replay is measured)")
     parser.add_argument("--curve-updates", type=int, default=1000,
                         help="updates of each convergence run (0: skip)")
     parser.add_argument("--window", type=int, default=5, help="moving average, in blocks")

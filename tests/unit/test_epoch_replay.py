@@ -7,7 +7,6 @@ import torch
 
 from rliv_ray.algorithms.common.offline import EpochReplay
 
-
 EPOCH_BYTES = 3 * (64 * 4 * 4 + 64 * 4)
 
 
@@ -20,7 +19,8 @@ class Reader:
     def __iter__(self):
         self.epochs += 1
         for i in range(3):
-            yield {"obs": torch.full((64, 4), float(i)), "actions": torch.full((64,), i, dtype=torch.int32)}
+            yield {"obs": torch.full((64, 4), float(i)),
+                   "actions": torch.full((64,), i, dtype=torch.int32)}
 
 
 def test_later_epochs_replay_the_first_one():
