@@ -6,7 +6,7 @@ all of them:
 
 * **SL-MGAC**: exactly the learner's update: ``sl_mgac_loss`` (objective.py: check the batch,
   online forward on s_t, target forward on s_{t+1}, Eq. 15 and its metrics), one Adam step over
-  the two parameter groups (foreach, as ``SLMGACLearner``) and the Polyak update of the target
+  the two parameter groups (fused, as ``SLMGACLearner``) and the Polyak update of the target
   (``polyak_update``, as ``TargetUpdatingLearner``). Config defaults, batch 2,048.
 * **Plain MLP AC**: x = [user features; live features; E[live id]], a trunk of two ReLU layers
   of width H, an actor head (2 logits) and C = 2 critic heads (2 Q each); TD target
@@ -87,7 +87,7 @@ class SLMGACArm(Arm):
         self.net, self.settings = SLMGACNetwork(spec), settings
         self.target = copy.deepcopy(self.net).requires_grad_(False)
         self.optimizer = torch.optim.Adam(
-            self.net.param_groups(settings.lr, settings.embedding_lr), foreach=True)
+            self.net.param_groups(settings.lr, settings.embedding_lr), fused=True)
 
     def loss(self, batch: Batch) -> torch.Tensor:
         return sl_mgac_loss(self.net, self.target, batch, self.settings)[0]
@@ -119,7 +119,7 @@ class MLPArm(Arm):
         torch.manual_seed(0)
         self.net, self.settings = PlainActorCritic(hidden, table_rows), settings
         self.target = copy.deepcopy(self.net).requires_grad_(False)
-        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=settings.lr, foreach=True)
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=settings.lr, fused=True)
 
     def loss(self, batch: Batch) -> torch.Tensor:
         s = self.settings

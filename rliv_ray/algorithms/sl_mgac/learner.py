@@ -3,7 +3,9 @@ targets move after every update.
 
 Adam with two parameter groups (section 4.3): the id embedding tables at ``embedding_lr``
 (1e-5), everything else at ``lr`` (1e-3). The optimizer is registered without an RLlib
-learning-rate schedule, which would overwrite both groups with one rate.
+learning-rate schedule, which would overwrite both groups with one rate. Its step is torch's
+fused kernel: 0.6 ms against 2.3 ms for the multi-tensor (foreach) path, which on CPU runs
+about ten ops per parameter tensor (benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ class SLMGACLearner(TargetUpdatingLearner):
     def configure_optimizers_for_module(self, module_id, config=None) -> None:
         net = self._module[module_id].unwrapped().net
         groups = net.param_groups(config.lr, config.embedding_lr)
-        optimizer = torch.optim.Adam(groups, foreach=True)
+        optimizer = torch.optim.Adam(groups, fused=True)
         self.register_optimizer(module_id=module_id, optimizer=optimizer,
                                 params=[p for g in groups for p in g["params"]])
 
